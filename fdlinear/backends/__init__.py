@@ -1,0 +1,44 @@
+"""FDLinear backends: ``reference`` (PyTorch), ``triton`` (fused kernels), ``native`` (csrc/).
+
+:func:`get_op` returns the differentiable custom op of a backend; :func:`resolve_backend`
+picks one from an explicit name, the ``FDLINEAR_BACKEND`` environment variable or the device.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from fdlinear.backends import reference
+from fdlinear.backends.registry import register_backend, registered_backends
+
+BACKENDS = ("reference", "triton", "native")
+ENV_VAR = "FDLINEAR_BACKEND"
+
+register_backend("reference", reference.forward, reference.backward)
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run in this process."""
+    return [name for name in BACKENDS if name in registered_backends()]
+
+
+def resolve_backend(backend: str | None, device: torch.device) -> str:
+    """The backend to run: ``backend`` if given, else ``$FDLINEAR_BACKEND``, else the device default."""
+    name = backend or os.environ.get(ENV_VAR) or None
+    if name is None:
+        return "reference"
+    if name not in BACKENDS:
+        source = "backend" if backend else ENV_VAR
+        raise ValueError(f"{source} must be one of {BACKENDS}, got {name!r}")
+    if name not in registered_backends():
+        raise RuntimeError(f"backend {name!r} is not available here; available: {available_backends()}")
+    return name
+
+
+def get_op(name: str) -> Callable[..., Tensor]:
+    """The forward custom op of backend ``name`` (see :func:`register_backend` for its signature)."""
+    return registered_backends()[name]

@@ -1,0 +1,173 @@
+"""Frequency-disjoint spectral parameterisation of a weight matrix (DESIGN §1).
+
+A weight ``W`` of shape ``(d_out, d_in)`` is stored as its half spectrum
+``dft_weight = view_as_real(rfft2(W)) / s`` of shape ``(1, d_out, d_in // 2 + 1, 2)``.
+The coefficients of the ``d_out x (d_in // 2 + 1)`` grid are split into ``K`` disjoint
+groups by frequency radius (group 0 = lowest frequencies) and basis ``k`` is the inverse
+transform of group ``k`` alone, so that ``sum_k B_k == W`` by linearity.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+PARTITIONS = ("default", "fdconv")
+
+
+def spectrum_scale(in_features: int, out_features: int) -> int:
+    """The factor ``s`` the stored spectrum is divided by: ``min(d_in, d_out) // 2`` (at least 1)."""
+    return max(min(in_features, out_features) // 2, 1)
+
+
+def _frequency_radius(out_features: int, in_features: int, dtype: torch.dtype) -> Tensor:
+    """Radius ``sqrt(fftfreq(d_out)[r]^2 + rfftfreq(d_in)[c]^2)`` on the rfft grid, shape (d_out, d_in//2+1)."""
+    rows = torch.fft.fftfreq(out_features, dtype=dtype)
+    cols = torch.fft.rfftfreq(in_features, dtype=dtype)
+    grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1)
+    return torch.linalg.vector_norm(grid, dim=-1)
+
+
+def frequency_groups(out_features: int, in_features: int, num_bases: int, partition: str = "default") -> Tensor:
+    """Assign every rfft coefficient to one of ``num_bases`` frequency groups.
+
+    Args:
+        out_features, in_features: matrix size ``d_out, d_in``.
+        num_bases: K >= 1.
+        partition: ``"default"`` sorts by (radius, flat index) in float64 and cuts K equal-count
+            chunks, the last one taking the remainder; ``"fdconv"`` reproduces the public FDConv
+            reference (``torch.sort`` of the float32 radius on the CPU; K must divide the count).
+
+    Returns:
+        int64 tensor of shape ``(d_out, d_in // 2 + 1)`` with values in ``[0, K)`` (CPU).
+    """
+    if num_bases < 1:
+        raise ValueError(f"num_bases must be >= 1, got {num_bases}")
+    if partition not in PARTITIONS:
+        raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
+    cols = in_features // 2 + 1
+    count = out_features * cols
+    if partition == "fdconv":
+        if count % num_bases:
+            raise ValueError(
+                f'partition="fdconv" needs num_bases to divide the {out_features}x{cols} = {count} '
+                f"spectral coefficients, got num_bases={num_bases}"
+            )
+        order = torch.sort(_frequency_radius(out_features, in_features, torch.float32).reshape(-1)).indices
+    else:
+        radius = _frequency_radius(out_features, in_features, torch.float64).reshape(-1)
+        order = torch.sort(radius, stable=True).indices
+    chunk = count // num_bases
+    if chunk == 0:  # fewer coefficients than bases: the last group takes them all
+        group_of_rank = torch.full((count,), num_bases - 1, dtype=torch.long)
+    else:
+        group_of_rank = torch.clamp(torch.arange(count) // chunk, max=num_bases - 1)
+    groups = torch.empty(count, dtype=torch.long)
+    groups[order] = group_of_rank
+    return groups.reshape(out_features, cols)
+
+
+def groups_from_indices(indices: Tensor, out_features: int, in_features: int) -> Tensor:
+    """Convert the public reference's ``indices`` buffer ``(1, 2, K, n)`` into a group map (d_out, d_in//2+1)."""
+    if indices.dim() != 4 or indices.shape[:2] != (1, 2):
+        raise ValueError(f"indices must have shape (1, 2, K, n), got {tuple(indices.shape)}")
+    num_bases = indices.shape[2]
+    groups = torch.full((out_features, in_features // 2 + 1), -1, dtype=torch.long)
+    for k in range(num_bases):
+        groups[indices[0, 0, k], indices[0, 1, k]] = k
+    if (groups < 0).any():
+        raise ValueError("indices do not cover every spectral coefficient")
+    return groups
+
+
+def weight_to_spectrum(weight: Tensor) -> Tensor:
+    """``(d_out, d_in)`` weight → spectral parameter ``(1, d_out, d_in//2+1, 2)`` (computed in float64)."""
+    out_features, in_features = weight.shape
+    spectrum = torch.fft.rfft2(weight.detach().to(torch.float64)) / spectrum_scale(in_features, out_features)
+    return torch.view_as_real(spectrum).unsqueeze(0).to(weight.dtype)
+
+
+def _real_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def spectrum_to_weight(dft_weight: Tensor, in_features: int) -> Tensor:
+    """Spectral parameter ``(1, d_out, d_in//2+1, 2)`` → the static weight ``(d_out, d_in)`` = Σ_k B_k.
+
+    Computed in at least float32, differentiable, returned in ``dft_weight``'s dtype.
+    """
+    out_features = dft_weight.shape[1]
+    real = dft_weight[0].to(_real_dtype(dft_weight.dtype)).contiguous()
+    spectrum = torch.view_as_complex(real) * spectrum_scale(in_features, out_features)
+    return torch.fft.irfft2(spectrum, s=(out_features, in_features)).to(dft_weight.dtype)
+
+
+def spectral_bases(dft_weight: Tensor, groups: Tensor, num_bases: int, in_features: int) -> Tensor:
+    """The K frequency-disjoint bases ``B_k = irfft2(s · M_k ⊙ Φ)``.
+
+    Args:
+        dft_weight: ``(1, d_out, d_in//2+1, 2)`` spectral parameter.
+        groups: ``(d_out, d_in//2+1)`` int64 group of each coefficient.
+        num_bases: K.
+        in_features: d_in (the rfft grid does not determine it when d_in is odd).
+
+    Returns:
+        ``(K, d_out, d_in)`` in at least float32 (float64 for a float64 parameter), differentiable.
+    """
+    out_features = dft_weight.shape[1]
+    real = dft_weight[0].to(_real_dtype(dft_weight.dtype)).contiguous()
+    spectrum = torch.view_as_complex(real) * spectrum_scale(in_features, out_features)
+    masks = F.one_hot(groups.to(dft_weight.device), num_bases).permute(2, 0, 1).to(real.dtype)
+    return torch.fft.irfft2(spectrum.unsqueeze(0) * masks, s=(out_features, in_features))
+
+
+class _CachedBases(torch.autograd.Function):
+    """Returns precomputed bases while routing their gradient back to ``dft_weight``."""
+
+    @staticmethod
+    def forward(ctx, dft_weight: Tensor, bases: Tensor, groups: Tensor, in_features: int) -> Tensor:  # noqa: D102
+        ctx.save_for_backward(dft_weight, groups)
+        ctx.in_features = in_features
+        ctx.num_bases = bases.shape[0]
+        return bases.view_as(bases)
+
+    @staticmethod
+    def backward(ctx, grad_bases: Tensor):  # noqa: D102
+        dft_weight, groups = ctx.saved_tensors
+        with torch.enable_grad():
+            leaf = dft_weight.detach().requires_grad_(True)
+            bases = spectral_bases(leaf, groups, ctx.num_bases, ctx.in_features)
+            (grad,) = torch.autograd.grad(bases, leaf, grad_bases.to(bases.dtype))
+        return grad, None, None, None
+
+
+class BasisCache:
+    """Caches the bases of one spectral parameter, keyed on its storage, version and the requested dtype.
+
+    The cached tensor is recomputed only when ``dft_weight`` changed (an optimizer step or a
+    ``load_state_dict`` bumps its version; ``.to()`` gives it new storage). Gradients still flow
+    to ``dft_weight`` through :class:`_CachedBases`.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.value: Tensor | None = None
+
+    def clear(self) -> None:
+        """Forget the cached bases."""
+        self.key = None
+        self.value = None
+
+    def get(self, dft_weight: Tensor, groups: Tensor, num_bases: int, in_features: int, dtype: torch.dtype) -> Tensor:
+        """Bases ``(K, d_out, d_in)`` in ``dtype``, differentiable in ``dft_weight``."""
+        if torch.compiler.is_compiling():
+            return spectral_bases(dft_weight, groups, num_bases, in_features).to(dtype)
+        key = (dft_weight.data_ptr(), dft_weight._version, dft_weight.device, dtype, tuple(dft_weight.shape))
+        if key != self.key:
+            with torch.no_grad():
+                self.value = spectral_bases(dft_weight, groups, num_bases, in_features).to(dtype)
+            self.key = key
+        if not (torch.is_grad_enabled() and dft_weight.requires_grad):
+            return self.value
+        return _CachedBases.apply(dft_weight, self.value, groups, in_features)
