@@ -7,7 +7,7 @@ picks one from an explicit name, the ``FDLINEAR_BACKEND`` environment variable o
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

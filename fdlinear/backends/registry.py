@@ -8,7 +8,7 @@ Every backend supplies a plain ``forward`` and ``backward`` with the signatures 
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -46,7 +46,7 @@ def register_backend(
         a_in: Tensor,
         a_out: Tensor,
         beta: Tensor,
-        bias: Optional[Tensor],
+        bias: Tensor | None,
         cu_seqlens: Tensor,
         form: str,
     ) -> Tensor:
@@ -64,7 +64,7 @@ def register_backend(
         a_in: Tensor,
         a_out: Tensor,
         beta: Tensor,
-        bias: Optional[Tensor],
+        bias: Tensor | None,
         cu_seqlens: Tensor,
         needs_grad: list[bool],
         form: str,
