@@ -103,8 +103,8 @@ class FDLinear(nn.Module):
         return spectrum_to_weight(self.dft_weight, self.in_features)
 
     def bases(self, dtype: torch.dtype | None = None) -> Tensor:
-        """The K spectral bases (K, d_out, d_in) in ``dtype`` (default: the parameter's), cached until
-        ``dft_weight`` changes; differentiable in ``dft_weight``."""
+        """The K spectral bases (K, d_out, d_in) in ``dtype`` (default: the parameter's); differentiable in
+        ``dft_weight`` when grad is enabled, else cached until ``dft_weight`` changes (see ``BasisCache``)."""
         dtype = dtype or self.dft_weight.dtype
         return self._basis_cache.get(
             self.dft_weight, self.frequency_groups, self.num_bases, self.in_features, dtype
@@ -170,9 +170,13 @@ class FDLinear(nn.Module):
         )
         return y.reshape(*packed.leading_shape, self.out_features)
 
+    def clear_basis_cache(self) -> None:
+        """Drop the cached bases (needed only after editing ``dft_weight`` in place through ``.data``)."""
+        self._basis_cache.clear()
+
     # -- nn.Module plumbing -----------------------------------------------------------------
     def _apply(self, fn, recurse: bool = True):
-        self._basis_cache.clear()
+        self.clear_basis_cache()
         return super()._apply(fn, recurse)
 
     def __getstate__(self) -> dict:

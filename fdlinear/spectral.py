@@ -122,32 +122,14 @@ def spectral_bases(dft_weight: Tensor, groups: Tensor, num_bases: int, in_featur
     return torch.fft.irfft2(spectrum.unsqueeze(0) * masks, s=(out_features, in_features))
 
 
-class _CachedBases(torch.autograd.Function):
-    """Returns precomputed bases while routing their gradient back to ``dft_weight``."""
-
-    @staticmethod
-    def forward(ctx, dft_weight: Tensor, bases: Tensor, groups: Tensor, in_features: int) -> Tensor:  # noqa: D102
-        ctx.save_for_backward(dft_weight, groups)
-        ctx.in_features = in_features
-        ctx.num_bases = bases.shape[0]
-        return bases.view_as(bases)
-
-    @staticmethod
-    def backward(ctx, grad_bases: Tensor):  # noqa: D102
-        dft_weight, groups = ctx.saved_tensors
-        with torch.enable_grad():
-            leaf = dft_weight.detach().requires_grad_(True)
-            bases = spectral_bases(leaf, groups, ctx.num_bases, ctx.in_features)
-            (grad,) = torch.autograd.grad(bases, leaf, grad_bases.to(bases.dtype))
-        return grad, None, None, None
-
-
 class BasisCache:
-    """Caches the bases of one spectral parameter, keyed on its storage, version and the requested dtype.
+    """Caches the bases of one spectral parameter for inference, keyed on its storage, version and dtype.
 
-    The cached tensor is recomputed only when ``dft_weight`` changed (an optimizer step or a
-    ``load_state_dict`` bumps its version; ``.to()`` gives it new storage). Gradients still flow
-    to ``dft_weight`` through :class:`_CachedBases`.
+    When a gradient for ``dft_weight`` is needed the bases are built afresh through autograd (one
+    irfft2, about 1-2% of the layer's matmul). Otherwise the cached tensor is reused until
+    ``dft_weight`` changes: an optimizer step, ``copy_`` or ``load_state_dict`` bumps its version and
+    ``.to()`` gives it new storage. In-place edits through ``.data`` bypass version tracking; call
+    :meth:`clear` after those.
     """
 
     def __init__(self) -> None:
@@ -160,14 +142,11 @@ class BasisCache:
         self.value = None
 
     def get(self, dft_weight: Tensor, groups: Tensor, num_bases: int, in_features: int, dtype: torch.dtype) -> Tensor:
-        """Bases ``(K, d_out, d_in)`` in ``dtype``, differentiable in ``dft_weight``."""
-        if torch.compiler.is_compiling():
+        """Bases ``(K, d_out, d_in)`` in ``dtype``; differentiable in ``dft_weight`` when grad is enabled."""
+        if (torch.is_grad_enabled() and dft_weight.requires_grad) or torch.compiler.is_compiling():
             return spectral_bases(dft_weight, groups, num_bases, in_features).to(dtype)
         key = (dft_weight.data_ptr(), dft_weight._version, dft_weight.device, dtype, tuple(dft_weight.shape))
         if key != self.key:
-            with torch.no_grad():
-                self.value = spectral_bases(dft_weight, groups, num_bases, in_features).to(dtype)
+            self.value = spectral_bases(dft_weight, groups, num_bases, in_features).to(dtype)
             self.key = key
-        if not (torch.is_grad_enabled() and dft_weight.requires_grad):
-            return self.value
-        return _CachedBases.apply(dft_weight, self.value, groups, in_features)
+        return self.value
