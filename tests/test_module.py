@@ -5,10 +5,10 @@ import io
 
 import pytest
 import torch
+from module_cases import active_layer, packed_input
 from torch import nn
 
 from fdlinear import FDLinear
-from module_cases import active_layer, packed_input
 
 
 def _forms(d_in: int, dtype=torch.float64):

@@ -4,10 +4,10 @@ import functools
 
 import pytest
 import torch
+from op_cases import GRAD_NAMES, assert_matches_reference, make_case, naive_fdlinear, reference_op, run_op
 
 from fdlinear.backends import reference
 from fdlinear.segments import Segments
-from op_cases import GRAD_NAMES, assert_matches_reference, make_case, naive_fdlinear, reference_op, run_op
 
 LAYOUTS = {
     "ragged": [5, 0, 1, 9, 3],
