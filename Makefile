@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check fdlinear skinflow tests benchmarks
+	$(PY) -m ruff check .
 	$(PY) -m pytest tests -q
 
 demo: $(STAMP)
@@ -28,7 +28,7 @@ bench: $(STAMP)
 	$(PY) -m pytest benchmarks
 
 lint: $(STAMP)
-	$(PY) -m ruff check fdlinear skinflow tests benchmarks
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf $(VENV) build *.egg-info
