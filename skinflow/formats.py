@@ -1,0 +1,405 @@
+"""The Stage I caption format and the Stage II ranked-diagnosis format: prompts, formatters and parsers that never raise.
+
+A caption is twelve ``field: value`` lines in the fixed order of ``CAPTION_FIELDS``; a value is free text, usually one
+or more terms of ``FIELD_VALUES[field]`` joined by ``", "``, and empty when the field does not apply::
+
+    color: red, brown
+    location: forearm
+    ...
+    other:
+
+A diagnosis answer is a numbered list, most likely first::
+
+    1. psoriasis
+    2. eczema
+"""
+
+import json
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+
+from skinflow.taxonomy import canonical, match_label
+
+__all__ = [
+    "CAPTION_FIELDS",
+    "CAPTION_PROMPT",
+    "DEFAULT_K",
+    "DIAGNOSIS_PROMPT",
+    "FIELD_VALUES",
+    "SKINCON_CONCEPTS",
+    "diagnosis_prompt",
+    "format_caption",
+    "format_diagnoses",
+    "normalize_value",
+    "parse_caption",
+    "parse_diagnoses",
+    "split_values",
+]
+
+CAPTION_FIELDS: tuple[str, ...] = (
+    "color",
+    "location",
+    "shape",
+    "lesion_type",
+    "number",
+    "size",
+    "texture",
+    "border",
+    "surface",
+    "distribution",
+    "surrounding",
+    "other",
+)
+
+FIELD_VALUES: dict[str, tuple[str, ...]] = {
+    "color": (
+        "red", "pink", "salmon", "orange", "yellow", "brown", "tan", "black", "blue", "gray", "purple",
+        "violaceous", "white", "skin-colored", "pigmented", "hyperpigmented", "hypopigmented", "depigmented",
+        "translucent", "pearly",
+    ),
+    "location": (
+        "scalp", "face", "forehead", "eyelid", "cheek", "nose", "ear", "lip", "mouth", "chin", "neck", "chest",
+        "breast", "back", "abdomen", "trunk", "flank", "axilla", "groin", "genitals", "buttock", "shoulder", "arm",
+        "elbow", "forearm", "wrist", "hand", "palm", "finger", "nail", "thigh", "knee", "leg", "shin", "ankle",
+        "foot", "sole", "toe", "skin fold", "mucosa", "generalized",
+    ),
+    "shape": (
+        "round", "oval", "annular", "arcuate", "polycyclic", "irregular", "linear", "serpiginous", "polygonal",
+        "targetoid", "nummular", "dome-shaped", "flat-topped", "pedunculated", "exophytic", "umbilicated",
+        "acuminate",
+    ),
+    "lesion_type": (
+        "macule", "patch", "papule", "plaque", "nodule", "vesicle", "bulla", "pustule", "abscess", "wheal", "cyst",
+        "comedo", "burrow", "ulcer", "scar", "purpura", "tumor",
+    ),
+    "number": ("single", "few", "multiple", "numerous"),
+    "size": ("pinpoint", "small", "medium", "large", "very large"),
+    "texture": (
+        "smooth", "rough", "soft", "firm", "hard", "indurated", "sclerotic", "atrophic", "lichenified", "dry",
+        "friable", "thickened", "velvety",
+    ),
+    "border": ("well-defined", "ill-defined", "regular", "irregular", "raised", "rolled", "scalloped"),
+    "surface": (
+        "smooth", "shiny", "scaly", "crusted", "eroded", "ulcerated", "exudative", "fissured", "excoriated",
+        "warty", "keratotic", "telangiectatic",
+    ),
+    "distribution": (
+        "localized", "generalized", "scattered", "grouped", "confluent", "linear", "dermatomal", "symmetric",
+        "asymmetric", "unilateral", "bilateral", "follicular", "acral", "flexural", "extensor", "sun-exposed",
+        "intertriginous", "reticular",
+    ),
+    "surrounding": (
+        "normal skin", "erythema", "edema", "halo", "hyperpigmentation", "hypopigmentation", "scarring",
+        "satellite lesions", "telangiectasia", "atrophy",
+    ),
+    "other": ("telangiectasia", "poikiloderma", "hair loss", "bleeding", "nail changes", "koebner phenomenon"),
+}
+
+SKINCON_CONCEPTS: dict[str, tuple[str, str]] = {
+    "Vesicle": ("lesion_type", "vesicle"),
+    "Papule": ("lesion_type", "papule"),
+    "Macule": ("lesion_type", "macule"),
+    "Plaque": ("lesion_type", "plaque"),
+    "Abscess": ("lesion_type", "abscess"),
+    "Pustule": ("lesion_type", "pustule"),
+    "Bulla": ("lesion_type", "bulla"),
+    "Patch": ("lesion_type", "patch"),
+    "Nodule": ("lesion_type", "nodule"),
+    "Ulcer": ("lesion_type", "ulcer"),
+    "Crust": ("surface", "crusted"),
+    "Erosion": ("surface", "eroded"),
+    "Excoriation": ("surface", "excoriated"),
+    "Atrophy": ("texture", "atrophic"),
+    "Exudate": ("surface", "exudative"),
+    "Purpura/Petechiae": ("lesion_type", "purpura"),
+    "Fissure": ("surface", "fissured"),
+    "Induration": ("texture", "indurated"),
+    "Xerosis": ("texture", "dry"),
+    "Telangiectasia": ("other", "telangiectasia"),
+    "Scale": ("surface", "scaly"),
+    "Scar": ("lesion_type", "scar"),
+    "Friable": ("texture", "friable"),
+    "Sclerosis": ("texture", "sclerotic"),
+    "Pedunculated": ("shape", "pedunculated"),
+    "Exophytic/Fungating": ("shape", "exophytic"),
+    "Warty/Papillomatous": ("surface", "warty"),
+    "Dome-shaped": ("shape", "dome-shaped"),
+    "Flat topped": ("shape", "flat-topped"),
+    "Brown(Hyperpigmentation)": ("color", "brown"),
+    "Translucent": ("color", "translucent"),
+    "White(Hypopigmentation)": ("color", "white"),
+    "Purple": ("color", "purple"),
+    "Yellow": ("color", "yellow"),
+    "Black": ("color", "black"),
+    "Erythema": ("color", "red"),
+    "Comedo": ("lesion_type", "comedo"),
+    "Lichenification": ("texture", "lichenified"),
+    "Blue": ("color", "blue"),
+    "Umbilicated": ("shape", "umbilicated"),
+    "Poikiloderma": ("other", "poikiloderma"),
+    "Salmon": ("color", "salmon"),
+    "Wheal": ("lesion_type", "wheal"),
+    "Acuminate": ("shape", "acuminate"),
+    "Burrow": ("lesion_type", "burrow"),
+    "Gray": ("color", "gray"),
+    "Pigmented": ("color", "pigmented"),
+    "Cyst": ("lesion_type", "cyst"),
+}
+
+DEFAULT_K = 6
+
+CAPTION_PROMPT = (
+    "Describe the skin lesion in the image. Answer with these 12 lines in this order, one 'field: value' per line, "
+    "and leave a value empty when it does not apply:\n" + "\n".join(f"{field.replace('_', ' ')}:" for field in CAPTION_FIELDS)
+)
+
+
+def diagnosis_prompt(k: int = DEFAULT_K) -> str:
+    """The Stage II user instruction asking for ``k`` ranked diagnoses as a numbered list."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    return (
+        f"What is the diagnosis? List the {k} most likely diagnoses, most likely first, "
+        f"as a numbered list with one diagnosis per line:\n1. ...\n2. ..."
+    )
+
+
+DIAGNOSIS_PROMPT = diagnosis_prompt(DEFAULT_K)
+
+_EMPTY_VALUES = frozenset({"none", "n/a", "na", "null", "nil", "-", "not applicable", "empty"})
+_VALUE_EDGE_JUNK = " \t*_`'\"“”‘’,;|{}[]<>#"
+_FIELD_ALIASES = {
+    "color": ("colour", "colors", "colours", "pigmentation"),
+    "location": ("locations", "site", "body site", "anatomical site", "anatomic site", "body location"),
+    "shape": ("shapes", "configuration"),
+    "lesion_type": ("lesion type", "lesion types", "type", "lesion", "morphology", "primary lesion"),
+    "number": ("count", "number of lesions", "quantity"),
+    "size": ("sizes", "diameter"),
+    "texture": ("textures", "consistency", "palpation"),
+    "border": ("borders", "margin", "margins", "edge", "edges"),
+    "surface": ("surface changes", "surfaces"),
+    "distribution": ("pattern", "arrangement"),
+    "surrounding": ("surroundings", "surrounding skin", "surrounding area", "periphery"),
+    "other": ("others", "other findings", "notes", "additional", "additional findings"),
+}
+_FIELD_BY_NAME = {field.replace("_", " "): field for field in CAPTION_FIELDS} | {
+    alias: field for field, aliases in _FIELD_ALIASES.items() for alias in aliases
+}
+_FIELD_NAME_PATTERN = "|".join(
+    re.escape(name).replace(r"\ ", "[ _-]+") for name in sorted(_FIELD_BY_NAME, key=len, reverse=True)
+)
+# A field name at the start of a line or after a separator, optionally in markdown/JSON dress, then ':' or '='.
+# No two quantifiers that can meet the same character are adjacent, and "*+" is avoided (Python 3.10 has no
+# possessive quantifiers), so that degenerate output (thousands of spaces or bullets) still parses in linear time.
+_KEY_DRESS = "[ \\t*_`'\"#>+•-]*"
+_FIELD_KEY = re.compile(
+    rf"(?:^|(?<=[\n;|,{{])){_KEY_DRESS}(?:\d{{1,3}}[.)]{_KEY_DRESS})?"
+    rf"(?P<name>{_FIELD_NAME_PATTERN})[ \t*_`'\"]*[:=][*_`'\"]*",
+    re.IGNORECASE,
+)
+_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"</?[A-Za-z_][\w-]*>")
+
+
+def _clean_text(text: str) -> str:
+    """NFKC-normalised ``text`` without ``<think>`` blocks and with other XML-like tags turned into line breaks."""
+    text = unicodedata.normalize("NFKC", text)
+    return _TAG.sub("\n", _THINK_BLOCK.sub("\n", text))
+
+
+def normalize_value(value: str) -> str:
+    """Canonical form of one field value: NFKC, lower case, one line, single spaces, no edge punctuation/markdown.
+
+    Placeholders for "nothing" (``none``, ``n/a``, ``null``, ``-``, ...) become ``""``.
+    """
+    text = " ".join(unicodedata.normalize("NFKC", value).casefold().split()).strip(_VALUE_EDGE_JUNK).strip(" .")
+    return "" if text in _EMPTY_VALUES else text
+
+
+def split_values(value: str) -> list[str]:
+    """The individual terms of a field value: ``"red, brown and tan"`` -> ``["red", "brown", "tan"]``; never raises."""
+    if not isinstance(value, str):
+        return []
+    parts = re.split(r",|;|/|\band\b|\bor\b|\+|&", value)
+    terms = (normalize_value(part) for part in parts)
+    return list(dict.fromkeys(term for term in terms if term))
+
+
+def format_caption(caption: Mapping[str, str | Sequence[str]]) -> str:
+    """Render a caption as twelve ``field: value`` lines in ``CAPTION_FIELDS`` order.
+
+    Args:
+        caption: field -> value or sequence of values; missing fields are written empty. Keys must be among
+            ``CAPTION_FIELDS``. Values are passed through ``normalize_value``; a sequence is joined with ``", "``.
+
+    Returns:
+        the caption text, e.g. ``"color: red, brown\\nlocation: forearm\\n...\\nother:"``;
+        ``parse_caption`` of it gives back the normalised values.
+    """
+    if not isinstance(caption, Mapping):
+        raise TypeError(f"caption must be a mapping of field -> value, got {type(caption).__name__}")
+    unknown = sorted(set(caption) - set(CAPTION_FIELDS))
+    if unknown:
+        raise ValueError(f"caption has unknown fields {unknown}; allowed: {CAPTION_FIELDS}")
+    lines = []
+    for field in CAPTION_FIELDS:
+        value = caption.get(field, "")
+        if isinstance(value, str):
+            text = normalize_value(value)
+        elif isinstance(value, Sequence) and all(isinstance(item, str) for item in value):
+            text = ", ".join(term for term in (normalize_value(item) for item in value) if term)
+        else:
+            raise TypeError(f"caption[{field!r}] must be a str or a sequence of str, got {value!r}")
+        lines.append(f"{field.replace('_', ' ')}: {text}".rstrip())
+    return "\n".join(lines)
+
+
+def _field_of(name: str) -> str | None:
+    """The caption field named by a key such as ``"Lesion-Type"`` or ``"colour"``, or ``None``."""
+    return _FIELD_BY_NAME.get(" ".join(re.sub(r"[_-]+", " ", name.casefold()).split()))
+
+
+def _caption_from_json(text: str) -> dict[str, str]:
+    """Fields of the first JSON object in ``text`` (lists joined with ``", "``), or ``{}``."""
+    start = text.find("{")
+    if start < 0:
+        return {}
+    try:
+        data, _ = json.JSONDecoder().raw_decode(text[start:])
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    found = {}
+    for key, value in data.items():
+        field = _field_of(str(key))
+        if field is None or field in found:
+            continue
+        items = value if isinstance(value, list) else [value]
+        found[field] = ", ".join(term for term in (normalize_value(str(item)) for item in items if item is not None) if term)
+    return found
+
+
+def parse_caption(text: str) -> dict[str, str]:
+    """Read a caption back from model output; never raises.
+
+    Accepts the ``format_caption`` layout and its usual variants: any case, markdown bullets and bold, numbering,
+    ``=`` instead of ``:``, several fields on one line separated by ``;``/``|``/``,``, field aliases (``colour``,
+    ``site``, ``margin``, ...), JSON objects, ``<think>`` blocks (ignored), missing, extra or truncated lines. The first
+    occurrence of a repeated field wins; unknown keys are ignored.
+
+    Args:
+        text: the model's answer.
+
+    Returns:
+        a dict with every field of ``CAPTION_FIELDS`` (in order), each value normalised by ``normalize_value``
+        (``""`` when missing or empty).
+    """
+    caption = dict.fromkeys(CAPTION_FIELDS, "")
+    if not isinstance(text, str):
+        return caption
+    text = _clean_text(text)
+    found = _caption_from_json(text)
+    matches = list(_FIELD_KEY.finditer(text))
+    for match, following in zip(matches, [*matches[1:], None]):
+        field = _field_of(match.group("name"))
+        if field is None or field in found:
+            continue
+        end = following.start() if following is not None else len(text)
+        found[field] = normalize_value(text[match.end() : end].split("\n", 1)[0])
+    caption.update(found)
+    return caption
+
+
+def format_diagnoses(labels: Sequence[str]) -> str:
+    """Render ranked diagnoses as a numbered list, most likely first.
+
+    Args:
+        labels: diagnoses in rank order, e.g. ``["psoriasis", "eczema"]``.
+
+    Returns:
+        ``"1. psoriasis\\n2. eczema"``; ``parse_diagnoses`` of it gives back the normalised, de-duplicated labels.
+    """
+    if isinstance(labels, str) or not isinstance(labels, Sequence):
+        raise TypeError(f"labels must be a sequence of str, got {type(labels).__name__}")
+    lines = []
+    for rank, label in enumerate(labels, start=1):
+        if not isinstance(label, str):
+            raise TypeError(f"labels[{rank - 1}] must be a str, got {type(label).__name__}")
+        lines.append(f"{rank}. {_clean_entry(label)}")
+    return "\n".join(lines)
+
+
+_ENUMERATOR = re.compile(
+    r"^\s*(?:[-*+•>]+|\(?#?\d{1,2}\s*[.):\]]|\(\d{1,2}\)|#\d{1,2}|top[ -]?\d{1,2}\s*[:.)-]?)\s*", re.IGNORECASE
+)
+_INLINE_ENUMERATOR = re.compile(r"(?:^|\s)\(?\d{1,2}[.)]\s+")
+_ENTRY_PREFIX = re.compile(
+    r"^(?:diagnosis|diagnoses|dx|ddx|candidate|answer|differential)(?:\s*\d+)?\s*[:=-]\s*", re.IGNORECASE
+)
+# A tail starts only at the end of a word (never inside a run of spaces or digits), which keeps the search linear.
+_ENTRY_TAIL = re.compile(r"(?<!\s)\s*(?:\(|\[|(?<=\s)[-–—]\s|:|;|\bwith\s+\d|(?<![\d.])\d+(?:\.\d+)?\s*%).*$")
+
+
+def _clean_entry(entry: str) -> str:
+    """One diagnosis without list markers, ``Diagnosis:`` prefixes, trailing comments or scores, normalised."""
+    entry = _ENUMERATOR.sub("", entry, count=1)
+    entry = _ENTRY_PREFIX.sub("", entry.strip(" *_`'\""), count=1)
+    return normalize_value(_ENTRY_TAIL.sub("", entry.strip(" *_`'\"")))
+
+
+def _diagnosis_entries(text: str) -> list[str]:
+    """The raw entries of a ranked answer: list items if any line is one, else the comma/semicolon-separated items."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    listed = [line for line in lines if _ENUMERATOR.match(line)]
+    if len(listed) == 1 and len(_INLINE_ENUMERATOR.findall(listed[0])) > 1:
+        return [part for part in _INLINE_ENUMERATOR.split(listed[0]) if part.strip()]
+    if listed:
+        return listed
+    if len(lines) == 1 and len(_INLINE_ENUMERATOR.findall(lines[0])) > 1:
+        return [part for part in _INLINE_ENUMERATOR.split(lines[0]) if part.strip()]
+    body = [line for line in lines if not line.rstrip().endswith(":")]
+    if len(body) == 1:
+        return re.split(r"[,;]|\s>\s", body[0])
+    return body
+
+
+def _identity(entry: str) -> str:
+    """What makes two entries the same diagnosis: the canonical label when the entry matches one, else its text."""
+    label = match_label(entry)
+    return canonical(label) if label is not None else entry
+
+
+def parse_diagnoses(text: str, k: int | None = None) -> list[str]:
+    """Read a ranked diagnosis list back from model output; never raises on any ``text``.
+
+    Accepts numbered lists (``1.``, ``1)``, ``(1)``, ``#1``, ``Top-1:``), bullets, one numbered line
+    (``1. a 2. b``), comma/semicolon-separated lists, preambles ending in ``:``, ``<think>`` blocks (ignored) and
+    trailing comments (``psoriasis (most likely, 70%)``). Entries are normalised with ``normalize_value``; an entry
+    naming the same diagnosis as an earlier one (same text, or same canonical label via ``taxonomy.match_label``) is
+    dropped. Entries are kept as text so that unknown diagnoses still hold their rank.
+
+    Args:
+        text: the model's answer.
+        k: keep at most the first ``k`` entries (after de-duplication); ``None`` keeps all.
+
+    Returns:
+        the diagnoses in rank order, e.g. ``["psoriasis", "eczema"]``.
+    """
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 0):
+        raise ValueError(f"k must be None or an int >= 0, got {k!r}")
+    if not isinstance(text, str):
+        return []
+    seen: set[str] = set()
+    ranked: list[str] = []
+    for raw in _diagnosis_entries(_clean_text(text)):
+        if k is not None and len(ranked) >= k:
+            break
+        entry = _clean_entry(raw)
+        identity = _identity(entry) if entry else ""
+        if not entry or identity in seen:
+            continue
+        seen.add(identity)
+        ranked.append(entry)
+    return ranked
