@@ -1,0 +1,64 @@
+"""Shared benchmark helpers and the comparison table printed after ``pytest benchmarks/``.
+
+Every benchmark sets ``benchmark.group`` to one workload (shape, pass) and ``benchmark.extra_info["impl"]`` to
+the implementation; the table gives each row's mean time and its ratio to the ``nn.Linear`` row of its group
+(same tokens), measured side by side in the same run. Peak memory is shown where ``extra_info["peak_mb"]`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from fdlinear import FDLinear  # noqa: E402
+
+
+def active_layer(d_in: int, d_out: int, num_bases: int, dtype=torch.float32, device="cpu", seed: int = 0) -> FDLinear:
+    """An FDLinear with non-zero modulation heads (so the modulations are active, as after training)."""
+    torch.manual_seed(seed)
+    layer = FDLinear(d_in, d_out, num_bases=num_bases, device=device, dtype=dtype)
+    with torch.no_grad():
+        for head in layer.KSM_Global.heads():
+            head.weight.normal_(0, 0.1)
+            head.bias.normal_(0, 0.1)
+    return layer
+
+
+def packed_tokens(samples: int, tokens: int, d_in: int, dtype=torch.float32, device="cpu", seed: int = 0):
+    """(x (samples*tokens, d_in), cu_seqlens (samples+1,)) with equal-length samples."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(samples * tokens, d_in, generator=gen).to(device=device, dtype=dtype)
+    cu = torch.arange(samples + 1, device=device, dtype=torch.int64) * tokens
+    return x, cu
+
+
+def pytest_configure(config):
+    if not torch.cuda.is_available():
+        torch.set_num_threads(2)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    groups: dict[str, list] = {}
+    for bench in session.benchmarks:
+        groups.setdefault(bench.group or "", []).append(bench)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+    write = terminalreporter.write_line
+    write("")
+    write(f"FDLinear comparison (device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()})")
+    write(f"{'group':<48} {'implementation':<22} {'mean ms':>10} {'x nn.Linear':>12} {'peak MB':>9}")
+    for group, benches in sorted(groups.items()):
+        base = next((b for b in benches if b.extra_info.get("impl") == "nn.Linear"), None)
+        for bench in sorted(benches, key=lambda b: b.stats.mean):
+            mean = bench.stats.mean
+            ratio = f"{mean / base.stats.mean:.2f}" if base is not None else "-"
+            peak = bench.extra_info.get("peak_mb")
+            impl = bench.extra_info.get("impl", bench.name)
+            write(f"{group:<48} {impl:<22} {mean * 1e3:>10.3f} {ratio:>12} {'' if peak is None else f'{peak:.0f}':>9}")
