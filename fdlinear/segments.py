@@ -45,14 +45,23 @@ class Segments:
         max_length = int(lengths.max()) if lengths.numel() else 0
         return cls(cu, lengths, sample_of_row, position_of_row, max_length)
 
+    @property
+    def uniform(self) -> bool:
+        """True when every sample has ``max_length`` rows (then padding is a free reshape)."""
+        return self.num_rows == self.num_samples * self.max_length
+
     def pad(self, rows: Tensor) -> Tensor:
         """(T, d) packed rows → (S, max_length, d), zero-filled past each sample's end."""
+        if self.uniform:
+            return rows.reshape(self.num_samples, self.max_length, rows.shape[-1])
         padded = rows.new_zeros(self.num_samples, self.max_length, rows.shape[-1])
         padded[self.sample_of_row, self.position_of_row] = rows
         return padded
 
     def unpad(self, padded: Tensor) -> Tensor:
         """(S, max_length, d) → (T, d) packed rows."""
+        if self.uniform:
+            return padded.reshape(self.num_rows, padded.shape[-1])
         return padded[self.sample_of_row, self.position_of_row]
 
     def per_row(self, per_sample: Tensor) -> Tensor:
