@@ -80,6 +80,7 @@ def _bench(benchmark, impl, case, backward, device, dtype):
     run = _step(_forward(impl, layer, linear, x, cu), backward)
     benchmark.group = f"native | {name} K={NUM_BASES} {'fwd+bwd' if backward else 'fwd'} {str(dtype)[6:]}"
     benchmark.extra_info["impl"] = impl
+    benchmark.extra_info["cpu_isa"] = torch.ops.fdlinear_native.cpu_isa()
     if device == "cuda":
         def synced():
             run()
