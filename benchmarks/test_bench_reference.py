@@ -41,6 +41,7 @@ def _bench(benchmark, impl, case, backward, device, dtype, num_bases=4):
     if impl == "per_sample_loop" and samples > 64:
         pytest.skip("the per-sample loop over 4,096 one-row samples takes minutes per round")
     layer = active_layer(d_in, d_out, num_bases, dtype, device).train()
+    layer.backend = "reference"  # the default on this device may be another backend
     linear = nn.Linear(d_in, d_out, device=device, dtype=dtype)
     x, cu = packed_tokens(samples, tokens, d_in, dtype, device)
     x.requires_grad_(backward)
