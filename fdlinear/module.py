@@ -77,8 +77,9 @@ class FDLinear(nn.Module):
         self.KSM_Global = SpectralModulation(
             in_features, out_features, num_bases, reduction, min_channels, **factory
         )
-        groups = frequency_groups(out_features, in_features, num_bases, partition)
-        self.register_buffer("frequency_groups", groups.to(device), persistent=False)
+        # Derived, deterministic data: kept as a plain CPU tensor (not a buffer, so meta-device construction
+        # and checkpoint loading never touch it) and moved to the parameter's device on first use there.
+        self._groups = frequency_groups(out_features, in_features, num_bases, partition)
         self._basis_cache = BasisCache()
         self.reset_parameters()
 
@@ -96,6 +97,14 @@ class FDLinear(nn.Module):
     def _set_weight(self, weight: Tensor) -> None:
         with torch.no_grad():
             self.dft_weight.copy_(weight_to_spectrum(weight.to(torch.float64)))
+
+    @property
+    def frequency_groups(self) -> Tensor:
+        """(d_out, d_in//2+1) int64 frequency group of every spectral coefficient, on the parameter's device."""
+        device = self.dft_weight.device
+        if device.type != "meta" and self._groups.device != device:
+            self._groups = self._groups.to(device)
+        return self._groups
 
     @property
     def weight(self) -> Tensor:
