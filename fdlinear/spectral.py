@@ -30,6 +30,12 @@ def _frequency_radius(out_features: int, in_features: int, dtype: torch.dtype) -
 
 
 def frequency_groups(out_features: int, in_features: int, num_bases: int, partition: str = "default") -> Tensor:
+    """See :func:`_frequency_groups`; always computed on the CPU, whatever device context is active."""
+    with torch.device("cpu"):
+        return _frequency_groups(out_features, in_features, num_bases, partition)
+
+
+def _frequency_groups(out_features: int, in_features: int, num_bases: int, partition: str) -> Tensor:
     """Assign every rfft coefficient to one of ``num_bases`` frequency groups.
 
     Args:
