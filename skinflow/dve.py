@@ -22,6 +22,7 @@ rebuilds the DVE layers before the weights load, so checkpoints round-trip throu
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,10 +38,30 @@ _PARENT = {"qkv": "attn", "proj": "attn", "gate_proj": "mlp", "up_proj": "mlp", 
 
 
 class ImageBoundaries:
-    """Per-image boundaries of the vision tower's current forward (set by a pre-hook, cleared after)."""
+    """Per-image boundaries of the vision tower's forwards, for the DVE layers of that tower.
+
+    ``cu_seqlens`` is what the DVE layers read. The tower's pre-hook sets it for the current forward (cleared after).
+    Activation checkpointing re-runs a block's forward during backward, possibly after other forwards of the tower,
+    so each block's attention pre-hook binds the attention ``cu_seqlens`` tensor it receives (the very object is
+    passed again on recomputation) to the image boundaries of its forward, and restores them from that binding.
+    """
 
     def __init__(self) -> None:
         self.cu_seqlens: Tensor | None = None
+        self._by_attention: dict[int, tuple[weakref.ref, Tensor]] = {}
+
+    def bind(self, attention_cu_seqlens: Tensor) -> None:
+        """Select the image boundaries of the forward that made ``attention_cu_seqlens``."""
+        key = id(attention_cu_seqlens)
+        entry = self._by_attention.get(key)
+        if entry is not None and entry[0]() is attention_cu_seqlens:
+            self.cu_seqlens = entry[1]
+        elif self.cu_seqlens is not None:
+            forget = functools.partial(self._forget, key)
+            self._by_attention[key] = (weakref.ref(attention_cu_seqlens, forget), self.cu_seqlens)
+
+    def _forget(self, key: int, _reference: weakref.ref) -> None:
+        self._by_attention.pop(key, None)
 
 
 class DVELinear(FDLinear):
@@ -80,6 +101,12 @@ def _clear_boundaries(boundaries: ImageBoundaries, *_) -> None:
     boundaries.cu_seqlens = None
 
 
+def _bind_boundaries(boundaries: ImageBoundaries, module: nn.Module, args: tuple, kwargs: dict) -> None:
+    attention_cu_seqlens = kwargs.get("cu_seqlens", args[1] if len(args) > 1 else None)
+    if isinstance(attention_cu_seqlens, Tensor):
+        boundaries.bind(attention_cu_seqlens)
+
+
 def find_vision_tower(model: nn.Module) -> nn.Module:
     """The Qwen2.5-VL vision tower inside ``model`` (or ``model`` itself)."""
     if isinstance(model, qwen.Qwen2_5_VisionTransformerPretrainedModel):
@@ -103,6 +130,10 @@ def _install(tower: nn.Module, blocks: Sequence[int], projections: Sequence[str]
         tower.register_forward_pre_hook(functools.partial(_set_boundaries, boundaries), with_kwargs=True)
         tower.register_forward_hook(functools.partial(_clear_boundaries, boundaries))
     for index in blocks:
+        attention = tower.blocks[index].attn
+        if not getattr(attention, "_dve_bound", False):
+            attention.register_forward_pre_hook(functools.partial(_bind_boundaries, boundaries), with_kwargs=True)
+            attention._dve_bound = True
         for name in projections:
             parent = getattr(tower.blocks[index], _PARENT[name])
             layer = getattr(parent, name)

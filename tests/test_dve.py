@@ -115,3 +115,25 @@ def test_save_and_load_round_trip(tmp_path, monkeypatch):
         torch.testing.assert_close(tower_output(loaded, pixels, grid), expected)
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_pretrained(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_gradient_checkpointing_recomputes_with_each_forwards_own_images(use_reentrant):
+    """Recomputation in backward uses the images of the forward it belongs to, even after another forward."""
+    pixels_a, grid_a = images((1, 8, 8), (1, 4, 8))
+    pixels_b, grid_b = images((1, 4, 8), (1, 8, 8))  # same token count, other image boundaries
+    reference = apply_dve(small_model(), blocks=[0, 1, 2, 3]).train()
+    randomize_modulation(reference)
+    reference.model.visual(pixels_a, grid_thw=grid_a).pooler_output.square().sum().backward()
+    expected = {name: p.grad.clone() for name, p in reference.named_parameters() if p.grad is not None}
+
+    model = apply_dve(small_model(), blocks=[0, 1, 2, 3]).train()
+    model.load_state_dict(reference.state_dict())
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    assert model.model.visual.blocks[0].gradient_checkpointing
+    loss_a = model.model.visual(pixels_a, grid_thw=grid_a).pooler_output.square().sum()
+    model.model.visual(pixels_b, grid_thw=grid_b)  # a second forward before the first backward
+    loss_a.backward()
+    for name, p in model.named_parameters():
+        if name in expected:
+            torch.testing.assert_close(p.grad, expected[name], msg=name)
