@@ -1,4 +1,9 @@
-"""The ``skinflow`` command line: ``skinflow diagnose IMAGE... [--model DIR] [--k 6] [--json]``."""
+"""The ``skinflow`` command line.
+
+- ``skinflow diagnose IMAGE... [--model DIR] [--k 6] [--json]``: caption and ranked diagnoses per image;
+- ``skinflow synthetic N --out DIR [--seed S] [--label-noise P]``: the synthetic set as JSONL + PNGs + contact sheet;
+- ``skinflow export JSONL OUT --stage caption|diagnosis [--format verl|trl] [--split S]``: training files.
+"""
 
 from __future__ import annotations
 
@@ -53,13 +58,66 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=8, help="images per generation batch (default 8)")
     run.add_argument("--seed", type=int, default=0, help="initialisation seed of the tiny default (default 0)")
     run.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
+
+    synthetic = commands.add_parser("synthetic", help="write the synthetic data set as JSONL with PNG images")
+    synthetic.add_argument("n", type=int, help="number of records")
+    synthetic.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    synthetic.add_argument("--seed", type=int, default=0, help="data set seed (default 0)")
+    synthetic.add_argument("--label-noise", type=float, default=0.0, help="fraction of wrong labels (default 0)")
+
+    export = commands.add_parser("export", help="export a JSONL data set for verl (parquet) or TRL (datasets dir)")
+    export.add_argument("jsonl", type=Path, help="a JSONL data set (see docs/data.md)")
+    export.add_argument("out", type=Path, help="output parquet file (verl) or directory (trl)")
+    export.add_argument("--stage", choices=("caption", "diagnosis"), required=True)
+    export.add_argument("--format", choices=("verl", "trl"), default="verl")
+    export.add_argument("--split", choices=("train", "val", "test"), default=None, help="only this split")
+    export.add_argument("--k", type=int, default=DEFAULT_K, help=f"diagnoses asked for (default {DEFAULT_K})")
     return parser
+
+
+def _synthetic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from skinflow.data.records import save_jsonl
+    from skinflow.data.synthetic import contact_sheet, generate
+
+    try:
+        records = generate(args.n, seed=args.seed, label_noise=args.label_noise)
+    except ValueError as error:
+        parser.error(str(error))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = save_jsonl(records, args.out / "synthetic.jsonl", image_dir=args.out / "images")
+    if records:
+        contact_sheet(records[:32], args.out / "contact_sheet.png")
+    print(f"wrote {len(records)} records to {path}")
+    return 0
+
+
+def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from skinflow.data.export import to_trl_dataset, to_verl_parquet
+    from skinflow.data.records import RecordError, load_jsonl
+
+    if not args.jsonl.is_file():
+        parser.error(f"JSONL must be a file, got {args.jsonl}")
+    try:
+        records = load_jsonl(args.jsonl)
+    except RecordError as error:
+        parser.error(str(error))
+    records = [r for r in records if args.split is None or r["split"] == args.split]
+    if args.format == "verl":
+        to_verl_parquet(records, args.out, stage=args.stage, k=args.k)
+    else:
+        to_trl_dataset(records, stage=args.stage, k=args.k).save_to_disk(str(args.out))
+    print(f"wrote {len(records)} {args.stage} rows to {args.out} ({args.format})")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``skinflow`` console script; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "synthetic":
+        return _synthetic(args, parser)
+    if args.command == "export":
+        return _export(args, parser)
     if args.k < 1:
         parser.error(f"--k must be a positive integer, got {args.k}")
     if args.batch_size < 1:
