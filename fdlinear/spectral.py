@@ -10,7 +10,6 @@ transform of group ``k`` alone, so that ``sum_k B_k == W`` by linearity.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 PARTITIONS = ("default", "fdconv")
@@ -124,15 +123,17 @@ def spectral_bases(dft_weight: Tensor, groups: Tensor, num_bases: int, in_featur
     out_features = dft_weight.shape[1]
     real = dft_weight[0].to(_real_dtype(dft_weight.dtype)).contiguous()
     spectrum = torch.view_as_complex(real) * spectrum_scale(in_features, out_features)
-    masks = F.one_hot(groups.to(dft_weight.device), num_bases).permute(2, 0, 1).to(real.dtype)
-    return torch.fft.irfft2(spectrum.unsqueeze(0) * masks, s=(out_features, in_features))
+    # each coefficient goes to the slot of its group (M_k ⊙ Φ for all k at once); the gradient is a gather
+    groups = groups.to(dft_weight.device).unsqueeze(0)
+    masked = spectrum.new_zeros((num_bases, *spectrum.shape)).scatter(0, groups, spectrum.unsqueeze(0))
+    return torch.fft.irfft2(masked, s=(out_features, in_features))
 
 
 class BasisCache:
     """Caches the bases of one spectral parameter for inference, keyed on its storage, version and dtype.
 
     When a gradient for ``dft_weight`` is needed the bases are built afresh through autograd (one
-    irfft2, about 1-2% of the layer's matmul). Otherwise the cached tensor is reused until
+    batched irfft2, and its adjoint in backward). Otherwise the cached tensor is reused until
     ``dft_weight`` changes: an optimizer step, ``copy_`` or ``load_state_dict`` bumps its version and
     ``.to()`` gives it new storage. In-place edits through ``.data`` bypass version tracking; call
     :meth:`clear` after those.
