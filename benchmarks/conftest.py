@@ -1,7 +1,7 @@
 """Shared benchmark helpers and the comparison table printed after ``pytest benchmarks/``.
 
 Every benchmark sets ``benchmark.group`` to one workload (shape, pass) and ``benchmark.extra_info["impl"]`` to
-the implementation; the table gives each row's mean time and its ratio to the ``nn.Linear`` row of its group
+the implementation; the table gives each row's median time (robust to interference on a shared machine) and its ratio to the ``nn.Linear`` row of its group
 (same tokens), measured side by side in the same run. Peak memory is shown where ``extra_info["peak_mb"]`` is set.
 """
 
@@ -53,12 +53,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     write = terminalreporter.write_line
     write("")
     write(f"FDLinear comparison (device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()})")
-    write(f"{'group':<48} {'implementation':<22} {'mean ms':>10} {'x nn.Linear':>12} {'peak MB':>9}")
+    write(f"{'group':<48} {'implementation':<22} {'median ms':>10} {'x nn.Linear':>12} {'peak MB':>9}")
     for group, benches in sorted(groups.items()):
         base = next((b for b in benches if b.extra_info.get("impl") == "nn.Linear"), None)
-        for bench in sorted(benches, key=lambda b: b.stats.mean):
-            mean = bench.stats.mean
-            ratio = f"{mean / base.stats.mean:.2f}" if base is not None else "-"
+        for bench in sorted(benches, key=lambda b: b.stats.median):
+            median = bench.stats.median
+            ratio = f"{median / base.stats.median:.2f}" if base is not None else "-"
             peak = bench.extra_info.get("peak_mb")
             impl = bench.extra_info.get("impl", bench.name)
-            write(f"{group:<48} {impl:<22} {mean * 1e3:>10.3f} {ratio:>12} {'' if peak is None else f'{peak:.0f}':>9}")
+            write(f"{group:<48} {impl:<22} {median * 1e3:>10.3f} {ratio:>12} {'' if peak is None else f'{peak:.0f}':>9}")

@@ -88,7 +88,7 @@ def _bench(benchmark, impl, case, backward, device, dtype):
 
         benchmark.pedantic(synced, rounds=20, warmup_rounds=3)
     else:
-        benchmark.pedantic(run, rounds=7, warmup_rounds=2)
+        benchmark.pedantic(run, rounds=15, warmup_rounds=2)
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])

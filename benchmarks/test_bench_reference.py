@@ -60,7 +60,7 @@ def _bench(benchmark, impl, case, backward, device, dtype, num_bases=4):
 
         benchmark.pedantic(synced, rounds=20, warmup_rounds=3)
     else:
-        benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+        benchmark.pedantic(step, rounds=9, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
