@@ -138,15 +138,28 @@ def test_gradients_not_asked_for_are_empty():
         assert grad.shape == (like.shape if need else (0,))
 
 
+THREAD_CASES = {
+    # several groups of whole samples, ragged with empty and length-1 samples
+    "groups": ([70, 0, 1, 130, 45, 3, 260], 200, 300, 4),
+    # fewer tasks than threads (one group of rows, one output tile): the GEMMs run outside a parallel region
+    "one task": ([40, 0, 1, 50], 320, 250, 4),
+    # one long sample over several output tiles, with a wide reduction (K · d_out) in the expand form
+    "long sample": ([600], 160, 520, 3),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case_name", THREAD_CASES)
 @pytest.mark.parametrize("form", ["mix", "expand"])
-def test_results_do_not_depend_on_the_thread_count(form):
-    case = make_case([70, 0, 1, 130, 45, 3, 260], 200, 300, 4, seed=7)
+def test_results_do_not_depend_on_the_thread_count(form, case_name, dtype):
+    """Bit-identical under 1 and 2 threads, although MKL's GEMM kernels depend on its thread budget."""
+    case = make_case(*THREAD_CASES[case_name], seed=7)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        single = forward_and_grads(case, torch.float32, form)
+        single = forward_and_grads(case, dtype, form)
         torch.set_num_threads(2)
-        double = forward_and_grads(case, torch.float32, form)
+        double = forward_and_grads(case, dtype, form)
     finally:
         torch.set_num_threads(threads)
     for name, one, two in zip(("y", *GRAD_NAMES), single, double):

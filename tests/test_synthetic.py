@@ -215,6 +215,7 @@ def test_skin_types_argument():
         (dict(n=1, label_noise=-0.1), "label_noise must"),
         (dict(n=1, skin_types=[0, 7]), "skin_types must"),
         (dict(n=1, skin_types=[]), "skin_types must"),
+        (dict(n=1, skin_types=3), "skin_types must"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, message):

@@ -6,13 +6,13 @@
 // per (basis, output tile) over the rows in order. Results do not depend on the thread count.
 //   Z = (u ⊙ x) B_flatᵀ;  dv = Σ_t G ⊙ Σ_k β_k Z_k;  dβ_k = Σ_t Σ_o Z_k ⊙ v ⊙ G;
 //   dZ_k = β_k (v ⊙ G);  Q = dZ B_flat;  dX = Q ⊙ u;  du = Σ_t Q ⊙ X;  dB_k = Σ_t dZ_kᵀ (u ⊙ x).
+#include "blas_threads.h"
 #include "forms.h"
 #include "loops.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <type_traits>
@@ -86,7 +86,7 @@ void forward_kernel(const Layout& layout, const Operands& op, at::Tensor& y) {
   const acc_t* a_in = op.a_in.const_data_ptr<acc_t>();
   const acc_t* a_out = op.a_out.const_data_ptr<acc_t>();
   scalar_t* out = y.mutable_data_ptr<scalar_t>();
-  at::parallel_for(0, static_cast<int64_t>(groups.size()) - 1, 1, [&](int64_t begin, int64_t end) {
+  parallel_tasks(0, static_cast<int64_t>(groups.size()) - 1, [&](int64_t begin, int64_t end) {
     at::Tensor scaled = at::empty({kChunkRows, d_in}, op.x.options());
     at::Tensor per_basis = at::empty({kChunkRows, num_bases * d_out}, op.x.options());
     const scalar_t* z = per_basis.const_data_ptr<scalar_t>();
@@ -124,7 +124,7 @@ void basis_gradient_kernel(const Layout& layout, const Operands& op, const at::T
   const scalar_t* g = grad_y.const_data_ptr<scalar_t>();
   const acc_t* beta = op.beta.const_data_ptr<acc_t>();
   const acc_t* a_out = op.a_out.const_data_ptr<acc_t>();
-  at::parallel_for(0, num_bases * tiles, 1, [&](int64_t begin, int64_t end) {
+  parallel_tasks(0, num_bases * tiles, [&](int64_t begin, int64_t end) {
     at::Tensor lhs = at::empty({kBasisGradRows, tile}, op.x.options());
     at::Tensor product;
     if constexpr (!std::is_same_v<scalar_t, acc_t>) product = at::empty({tile, d_in}, op.x.options());
@@ -181,7 +181,7 @@ void backward_kernel(const Layout& layout, const Operands& op, const at::Tensor&
   acc_t* dv = da_out.mutable_data_ptr<acc_t>();
   acc_t* db = dbeta.mutable_data_ptr<acc_t>();
   const int64_t row_tasks = need_z || need_q || needs[kGradBases] ? static_cast<int64_t>(groups.size()) - 1 : 0;
-  at::parallel_for(0, row_tasks, 1, [&](int64_t begin, int64_t end) {
+  parallel_tasks(0, row_tasks, [&](int64_t begin, int64_t end) {
     at::Tensor scaled_local = scaled_all.defined() ? at::Tensor() : at::empty({kChunkRows, d_in}, op.x.options());
     at::Tensor per_basis = need_z ? at::empty({kChunkRows, width}, op.x.options()) : at::Tensor();
     at::Tensor grad_per_basis = need_q ? at::empty({kChunkRows, width}, op.x.options()) : at::Tensor();

@@ -11,13 +11,13 @@
 // samples (each row of the K bases is loaded once per group, not once per sample). H' never exists
 // for more than one group of one tile per thread. Every output element and every reduction is computed by one
 // task in a fixed order, so results do not depend on the thread count.
+#include "blas_threads.h"
 #include "forms.h"
 #include "tasks.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <vector>
@@ -63,7 +63,7 @@ void forward_kernel(const Layout& layout, const Operands& op, at::Tensor& y) {
   const acc_t* a_in = op.a_in.const_data_ptr<acc_t>();
   const acc_t* a_out = op.a_out.const_data_ptr<acc_t>();
   const auto& kernels = row_kernels<scalar_t, acc_t>();
-  at::parallel_for(0, tiles * groups, 1, [&](int64_t begin, int64_t end) {
+  parallel_tasks(0, tiles * groups, [&](int64_t begin, int64_t end) {
     at::Tensor weights = at::empty({group, tile, d_in}, op.x.options());
     std::vector<acc_t> scratch(num_bases + d_in);
     for (int64_t task = begin; task < end; ++task) {
@@ -106,7 +106,7 @@ void input_gradient_kernel(const Layout& layout, const Operands& op, const at::T
   scalar_t* dx_data = dx.mutable_data_ptr<scalar_t>();
   acc_t* du = da_in.mutable_data_ptr<acc_t>();
   const auto& kernels = row_kernels<scalar_t, acc_t>();
-  at::parallel_for(0, tiles * groups, 1, [&](int64_t begin, int64_t end) {
+  parallel_tasks(0, tiles * groups, [&](int64_t begin, int64_t end) {
     at::Tensor weights = at::empty({group, d_out, tile}, op.x.options());
     std::vector<acc_t> scratch(num_bases + tile);
     for (int64_t task = begin; task < end; ++task) {
@@ -158,7 +158,7 @@ void weight_gradient_kernel(const Layout& layout, const Operands& op, const at::
   acc_t* dv = da_out.mutable_data_ptr<acc_t>();
   acc_t* parts = beta_parts.mutable_data_ptr<acc_t>();
   const auto& kernels = row_kernels<scalar_t, acc_t>();
-  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+  parallel_tasks(0, tiles, [&](int64_t begin, int64_t end) {
     at::Tensor outer = at::empty({group, tile, d_in}, op.x.options());
     std::vector<acc_t> scratch(d_in);
     for (int64_t tile_index = begin; tile_index < end; ++tile_index) {

@@ -152,15 +152,17 @@ def _logits(probe: _Probe, images: np.ndarray, batch_size: int) -> dict[str, Ten
     return {name: torch.cat(values) for name, values in chunks.items()}
 
 
-def _pair_accuracy(logits: Tensor, labels: Tensor, diagnoses: list[str]) -> dict[str, float]:
+def _pair_accuracy(logits: Tensor, labels: Tensor, diagnoses: list[str]) -> dict[str, float | None]:
     """Per texture pair: on held-out images of the pair, how often the diagnosis head ranks the true diagnosis above
-    its partner (chance 0.5). Only the pair's two logits are compared, so other confusions do not count."""
-    result = {}
+    its partner (chance 0.5; ``None`` when the held-out set has no image of the pair). Only the pair's two logits are
+    compared, so other confusions do not count."""
+    result: dict[str, float | None] = {}
     for first, second in TEXTURE_PAIRS:
         a, b = diagnoses.index(first), diagnoses.index(second)
         rows = (labels == a) | (labels == b)
         says_first = logits[rows, a] > logits[rows, b]
-        result[f"{first} vs {second}"] = float((says_first == (labels[rows] == a)).float().mean())
+        agree = says_first == (labels[rows] == a)
+        result[f"{first} vs {second}"] = float(agree.float().mean()) if len(agree) else None
     return result
 
 
@@ -298,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, value in report["accuracy"].items():
         print(f"{name:<{width}}  {value:6.1%}   (chance {report['chance'][name]:5.1%})")
     for name, value in report["texture_pairs"].items():
-        print(f"pair {name}: {value:6.1%}   (chance 50.0%)")
+        print(f"pair {name}: " + ("no held-out image" if value is None else f"{value:6.1%}   (chance 50.0%)"))
     print(f"diagnosis ceiling without the implicit cue: {report['diagnosis_without_cue']:.1%}")
     print(f"wrote {args.out} ({report['wall_seconds']} s)")
     return 0

@@ -36,6 +36,7 @@ __all__ = [
     "DIAGNOSES",
     "DISTRIBUTIONS",
     "LOCATIONS",
+    "SIZES_FOR_NUMBER",
     "TEXTURE_PAIRS",
     "Diagnosis",
     "contact_sheet",
@@ -152,9 +153,6 @@ TEXTURE_PAIRS: tuple[tuple[str, str], ...] = (
     ("eczema", "allergic contact dermatitis"),
 )
 """Diagnoses with the same describable attributes, told apart only by the implicit cue (second of each pair)."""
-
-_BY_LABEL = {diagnosis.label: diagnosis for diagnosis in DIAGNOSES}
-
 
 def diagnose_attributes(caption: Mapping[str, str], implicit_cue: bool) -> str:
     """Apply the rules: the diagnosis whose attributes ``caption`` shows and whose implicit cue is ``implicit_cue``.
@@ -327,7 +325,10 @@ def generate(
     fields), ``label``, ``clean_label``, ``noisy_label`` (bool), ``implicit_cue`` (bool), ``lesion_count``,
     ``skin_type`` (1–6), ``split``, ``source`` (``"synthetic"``).
     """
-    skin_types = tuple(SKIN_TYPES) if skin_types is None else tuple(skin_types)
+    try:
+        skin_types = tuple(SKIN_TYPES) if skin_types is None else tuple(skin_types)
+    except TypeError:
+        raise ValueError(f"skin_types must be a collection of Fitzpatrick types 1-6, got {skin_types!r}") from None
     _check_arguments(n, seed, image_size, splits, label_noise, skin_types)
     plan = _split_plan(splits)
     indices: Iterable[int] = range(n)
