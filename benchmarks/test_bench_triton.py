@@ -12,6 +12,7 @@ library versions.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +58,10 @@ def make_workload(shape: str, layout: str, num_bases: int) -> Workload:
     torch.manual_seed(0)
     linear = nn.Linear(d_in, d_out, device="cuda", dtype=DTYPE)
     layer = FDLinear.from_linear(linear, num_bases=num_bases)
+    with torch.no_grad():  # non-zero modulation heads, as after training (zero heads make every modulation 1)
+        for head in layer.KSM_Global.heads():
+            head.weight.normal_(0, 0.1)
+            head.bias.normal_(0, 0.1)
     x = torch.randn(images * tokens, d_in, device="cuda", dtype=DTYPE, requires_grad=True)
     cu_seqlens = torch.arange(images + 1, device="cuda", dtype=torch.int32) * tokens
     grad_out = torch.randn(images * tokens, d_out, device="cuda", dtype=DTYPE)
@@ -132,6 +137,24 @@ def peak_memory_mib(run: Callable[[], None], work: Workload) -> float:
     return (torch.cuda.max_memory_allocated() - before) / 2**20
 
 
+def relative_error(got: Tensor, exact: Tensor) -> float:
+    return float((got.double() - exact).norm() / exact.norm())
+
+
+def forward_errors(work: Workload) -> dict[str, float]:
+    """Relative errors of the triton and reference layers' bf16 outputs against the float64 reference (DESIGN §4:
+    the backend's may be at most twice the same-dtype reference's, plus a small floor)."""
+    exact_layer = copy.deepcopy(work.layer).double()
+    exact_layer.backend = "reference"
+    with torch.no_grad():
+        exact = exact_layer(work.x.double(), work.cu_seqlens)
+        errors = {}
+        for backend in ("triton", "reference"):
+            work.layer.backend = backend
+            errors[backend] = relative_error(work.layer(work.x, work.cu_seqlens), exact)
+    return errors
+
+
 def environment() -> dict:
     import triton
 
@@ -139,7 +162,7 @@ def environment() -> dict:
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
-@pytest.mark.parametrize("num_bases", NUM_BASES)
+@pytest.mark.parametrize("num_bases", NUM_BASES, ids=lambda k: f"K{k}")
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("pass_name", PASSES)
@@ -147,6 +170,10 @@ def test_fdlinear_triton(benchmark, pass_name, shape, layout, num_bases, impl):
     from triton.testing import do_bench
 
     work = make_workload(shape, layout, num_bases)
+    if impl == "triton":  # a timing of wrong results is worthless: check the autotuned kernels at this shape
+        errors = forward_errors(work)
+        benchmark.extra_info.update(rel_err_triton=errors["triton"], rel_err_reference_bf16=errors["reference"])
+        assert errors["triton"] <= 2 * errors["reference"] + 1e-3, errors
     run = one_pass(implementation(impl, work), pass_name, work.grad_out)
     for _ in range(3):  # compile, autotune and fill the basis cache outside the measurements
         run()
@@ -154,9 +181,9 @@ def test_fdlinear_triton(benchmark, pass_name, shape, layout, num_bases, impl):
     benchmark.group = f"{pass_name} {shape} {layout} K={num_bases}"
     benchmark.extra_info.update(
         environment(),
-        implementation=impl,
+        impl=impl,
         tokens=work.x.shape[0],
-        peak_memory_mib=peak_memory_mib(run, work),
+        peak_mb=peak_memory_mib(run, work),
         bases_mib=bases_bytes / 2**20,
         cuda_event_ms=do_bench(run, grad_to_none=work.leaves(), return_mode="median"),
     )
