@@ -11,6 +11,7 @@
 
 #include <array>
 #include <cstdint>
+#include <tuple>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +54,15 @@ Form choose_form(const Layout& layout);
 
 // Empty tensors stand for gradients that were not asked for (custom ops cannot return None).
 at::Tensor not_needed(const at::Tensor& like);
+
+// No input or no output features (d_in · d_out == 0): the op is y = bias (zeros without one), and every gradient is
+// zero but dbias = Σ_t g_t. Both backends answer these shapes here, so their kernels never see an empty extent.
+inline bool has_no_features(const Layout& layout) { return layout.d_in == 0 || layout.d_out == 0; }
+at::Tensor featureless_forward(const Layout& layout, const at::Tensor& x, const std::optional<at::Tensor>& bias);
+// The op's six outputs: gradients in their inputs' dtypes (dbias in x's), not_needed(x) where not asked for.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> featureless_backward(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& bases, const at::Tensor& a_in,
+    const at::Tensor& a_out, const at::Tensor& beta, const GradFlags& needs);
 
 // Tile width along an extent: a multiple of 16 giving about `target_tiles` tiles, clamped to [16, max_width].
 // It depends on the shapes only (never on the thread count), so results do not depend on the thread count.

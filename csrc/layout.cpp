@@ -2,6 +2,7 @@
 #include "fdlinear_native.h"
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 
 #include <algorithm>
 
@@ -104,6 +105,25 @@ Form resolve_form(const std::string& form, const Layout& layout) {
 }
 
 at::Tensor not_needed(const at::Tensor& like) { return at::empty({0}, like.options()); }
+
+at::Tensor featureless_forward(const Layout& layout, const at::Tensor& x, const std::optional<at::Tensor>& bias) {
+  at::Tensor y = at::zeros({layout.rows, layout.d_out}, x.options());  // a new tensor: never a view of bias
+  if (bias.has_value()) y.add_(bias->detach().to(x.scalar_type()));
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> featureless_backward(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& bases, const at::Tensor& a_in,
+    const at::Tensor& a_out, const at::Tensor& beta, const GradFlags& needs) {
+  const auto zeros_or_empty = [&](int index, const at::Tensor& like) {
+    return needs[index] ? at::zeros_like(like, at::MemoryFormat::Contiguous) : not_needed(x);
+  };
+  const at::Tensor dbias =
+      needs[kGradBias] ? at::sum(grad_y, {0}, false, at::toOpMathType(x.scalar_type())).to(x.scalar_type())
+                       : not_needed(x);
+  return {zeros_or_empty(kGradX, x),         zeros_or_empty(kGradBases, bases), zeros_or_empty(kGradAIn, a_in),
+          zeros_or_empty(kGradAOut, a_out), zeros_or_empty(kGradBeta, beta),   dbias};
+}
 
 int64_t tile_width(int64_t extent, int64_t target_tiles, int64_t max_width) {
   constexpr int64_t kQuantum = 16;

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from op_cases import GRAD_NAMES, assert_matches_reference, make_case, naive_fdlinear, run_op
+from op_cases import GRAD_NAMES, assert_matches_reference, make_case, naive_fdlinear, reference_op, run_op
 
 from fdlinear import FDLinear
 from fdlinear.backends import available_backends, default_backend, native
@@ -312,3 +312,28 @@ def test_cuda_opcheck():
     case = make_case([4, 0, 1, 6], 11, 7, 3)
     args = (*case.tensors(torch.float32, "cuda"), case.cu_seqlens.cuda(), "auto")
     torch.library.opcheck(torch.ops.fdlinear.native_forward, args)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[CUDA, pytest.mark.gpu])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize(("d_in", "d_out"), [(0, 5), (6, 0)])
+def test_zero_feature_dims(d_in, d_out, form, device):
+    """No input or no output features: empty outputs and zero gradients of the right shapes (the CUDA backward
+    must not launch kernels over zero elements)."""
+    case = make_case([3, 0, 1, 4], d_in, d_out, 2, seed=6)
+    y, grads = run_op(functools.partial(native_op, form=form), case, torch.float32, device)
+    exact_y, exact_grads = run_op(reference_op, case, torch.float64)
+    torch.testing.assert_close(y.cpu().double(), exact_y)
+    for name, got, want in zip(GRAD_NAMES, grads, exact_grads):
+        torch.testing.assert_close(got.cpu().double(), want, msg=f"d{name}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bad_form_is_rejected_without_rows(device):
+    case = make_case([0, 0], 5, 4, 2)
+    args = (*case.tensors(torch.float32, device, requires_grad=False), case.cu_seqlens.to(device))
+    with pytest.raises(RuntimeError, match="form must be one of"):
+        torch.ops.fdlinear.native_forward(*args, "fast")

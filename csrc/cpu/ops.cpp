@@ -37,8 +37,10 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& bases, const at::Tenso
                    c10::string_view form) {
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // the kernels' ATen calls record no autograd
   const Layout layout = make_layout(x, bases, a_in, a_out, beta, bias, cu_seqlens);
+  const Form chosen = resolve_form(std::string(form), layout);
+  if (has_no_features(layout)) return featureless_forward(layout, x, bias);
   const Operands op = prepare(x, bases, a_in, a_out, beta, bias);
-  return resolve_form(std::string(form), layout) == Form::Mix ? mix_forward(layout, op) : expand_forward(layout, op);
+  return chosen == Form::Mix ? mix_forward(layout, op) : expand_forward(layout, op);
 }
 
 // A gradient in the dtype of `like`, or the empty placeholder (in x's dtype) when it was not asked for.
@@ -56,9 +58,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
               "fdlinear_native: grad_y must have shape (", layout.rows, ", ", layout.d_out, "), got ", grad_y.sizes());
   TORCH_CHECK(grad_y.device() == x.device(), "fdlinear_native: grad_y is on ", grad_y.device(), " but x is on ",
               x.device());
-  const Operands op = prepare(x, bases, a_in, a_out, beta, std::nullopt);
+  const Form chosen = resolve_form(std::string(form), layout);
   const at::Tensor grad = grad_y.detach().to(x.scalar_type()).contiguous();
-  const Gradients grads = resolve_form(std::string(form), layout) == Form::Mix
+  if (has_no_features(layout)) return featureless_backward(grad, x, bases, a_in, a_out, beta, needs);
+  const Operands op = prepare(x, bases, a_in, a_out, beta, std::nullopt);
+  const Gradients grads = chosen == Form::Mix
                               ? mix_backward(layout, op, grad, needs)
                               : expand_backward(layout, op, grad, needs);
   return {cast_or_empty(grads.x, x, x),         cast_or_empty(grads.bases, bases, x), cast_or_empty(grads.a_in, a_in, x),

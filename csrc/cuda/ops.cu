@@ -30,7 +30,8 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65535;
-constexpr int64_t kChunkRows = 16384;  // expand form: rows per GEMM (bounds the (rows, K·d_out) workspaces)
+constexpr int64_t kChunkRows = 4096;      // expand form: rows per GEMM (bounds the (rows, K·d_out) workspaces)
+constexpr int64_t kBasisGradRows = 512;   // expand form, reduced precision: rows per partial sum of dB
 
 unsigned blocks_for(int64_t elements) {
   return static_cast<unsigned>(std::clamp<int64_t>(ceil_div(elements, kThreads), 1, kMaxBlocks));
@@ -69,15 +70,15 @@ __global__ void mix_kernel(const scalar_t* __restrict__ bases, int64_t num_bases
 template <typename scalar_t, typename acc_t>
 __global__ void input_grad_kernel(const scalar_t* __restrict__ x, const acc_t* __restrict__ u, int64_t rows,
                                   int64_t d_in, scalar_t* __restrict__ product, acc_t* __restrict__ du) {
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= d_in) return;
-  acc_t sum = 0;
-  for (int64_t t = 0; t < rows; ++t) {
-    const acc_t p = static_cast<acc_t>(product[t * d_in + i]);
-    sum += static_cast<acc_t>(x[t * d_in + i]) * p;
-    product[t * d_in + i] = static_cast<scalar_t>(p * u[i]);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < d_in; i += int64_t(gridDim.x) * blockDim.x) {
+    acc_t sum = 0;
+    for (int64_t t = 0; t < rows; ++t) {
+      const acc_t p = static_cast<acc_t>(product[t * d_in + i]);
+      sum += static_cast<acc_t>(x[t * d_in + i]) * p;
+      product[t * d_in + i] = static_cast<scalar_t>(p * u[i]);
+    }
+    du[i] = sum;
   }
-  du[i] = sum;
 }
 
 // One block per row o of H' = G_sᵀ X_s: dots[o, k] = Σ_i B_k[o, i] u_i H'[o, i] and, when dbases is not null,
@@ -303,7 +304,7 @@ void mix_backward(const Layout& layout, const Operands& op, const at::Tensor& gr
   const bool need_input = needs[kGradX] || needs[kGradAIn];
   const bool need_weight = needs[kGradBases] || needs[kGradAOut] || needs[kGradBeta];
   const auto acc_options = op.a_in.options();
-  at::Tensor dx = at::empty_like(op.x);
+  at::Tensor dx = need_input ? at::empty_like(op.x) : at::Tensor();  // P = G (diag(v) M), then dX in place
   at::Tensor du = at::zeros_like(op.a_in), dv = at::zeros_like(op.a_out), dbeta = at::zeros_like(op.beta);
   at::Tensor dbases = needs[kGradBases] ? at::zeros({num_bases, d_out, d_in}, acc_options) : at::Tensor();
   at::Tensor weight = at::empty({d_out, d_in}, op.x.options());
@@ -360,7 +361,7 @@ void expand_backward(const Layout& layout, const Operands& op, const at::Tensor&
   const at::Tensor samples = sample_of_rows(layout, bounds);
   const at::Tensor stacked = op.bases.view({width, d_in});
   const int64_t chunk = std::max<int64_t>(std::min(kChunkRows, layout.rows), 1);
-  at::Tensor dx = at::empty_like(op.x);
+  at::Tensor dx = need_q ? at::empty_like(op.x) : at::Tensor();
   at::Tensor du = at::zeros_like(op.a_in), dv = at::zeros_like(op.a_out), dbeta = at::zeros_like(op.beta);
   at::Tensor dbases = needs[kGradBases] ? at::zeros({width, d_in}, acc_options) : at::Tensor();
   at::Tensor scaled = at::empty({chunk, d_in}, op.x.options());
@@ -404,8 +405,11 @@ void expand_backward(const Layout& layout, const Operands& op, const at::Tensor&
     if (needs[kGradBases]) {
       if constexpr (std::is_same_v<scalar_t, acc_t>) {
         dbases.addmm_(dz.t(), xu);
-      } else {
-        dbases.add_(at::mm(dz.t(), xu));
+      } else {  // each GEMM's sum is rounded to x's dtype: over kBasisGradRows rows at most, as on the CPU
+        for (int64_t r0 = 0; r0 < rows; r0 += kBasisGradRows) {
+          const int64_t count = std::min(kBasisGradRows, rows - r0);
+          dbases.add_(at::mm(dz.narrow(0, r0, count).t(), xu.narrow(0, r0, count)));
+        }
       }
     }
   }
@@ -429,9 +433,10 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& bases, const at::Tenso
   const Layout layout = make_layout(x, bases, a_in, a_out, beta, bias, cu_seqlens);
   const Operands op = prepare(x, bases, a_in, a_out, beta, bias);
   const at::Tensor bounds = cu_seqlens.to(at::kLong).contiguous();
+  const Form chosen = resolve_form(std::string(form), layout);
+  if (has_no_features(layout)) return featureless_forward(layout, x, bias);
   at::Tensor y = at::empty({layout.rows, layout.d_out}, op.x.options());
   if (layout.rows == 0) return y;
-  const Form chosen = resolve_form(std::string(form), layout);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "fdlinear_native_cuda_forward", [&] {
     if (chosen == Form::Mix) {
       mix_forward<scalar_t>(layout, op, y);
@@ -453,10 +458,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
               "fdlinear_native: grad_y must have shape (", layout.rows, ", ", layout.d_out, "), got ", grad_y.sizes());
   TORCH_CHECK(grad_y.device() == x.device(), "fdlinear_native: grad_y is on ", grad_y.device(), " but x is on ",
               x.device());
-  const Operands op = prepare(x, bases, a_in, a_out, beta, std::nullopt);
-  const at::Tensor grad = grad_y.detach().to(x.scalar_type()).contiguous();
-  const at::Tensor bounds = cu_seqlens.to(at::kLong).contiguous();
   const Form chosen = resolve_form(std::string(form), layout);
+  const at::Tensor grad = grad_y.detach().to(x.scalar_type()).contiguous();
+  if (has_no_features(layout)) return featureless_backward(grad, x, bases, a_in, a_out, beta, needs);
+  const Operands op = prepare(x, bases, a_in, a_out, beta, std::nullopt);
+  const at::Tensor bounds = cu_seqlens.to(at::kLong).contiguous();
   Gradients grads;
   const auto acc = at::toOpMathType(x.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "fdlinear_native_cuda_backward", [&] {
