@@ -174,10 +174,17 @@ def build_processor(tokenizer: Qwen2Tokenizer | None = None) -> ImageOnlyQwenVLP
     return ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
 
 
+def special_token_ids(tokenizer: Qwen2Tokenizer) -> dict[str, int]:
+    """``bos_token_id``, ``eos_token_id`` (``<|im_end|>``, which ends every turn) and ``pad_token_id`` of
+    ``tokenizer``."""
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    return dict(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+
+
 def build_config(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
     """The tiny model's config, with the special-token ids of ``tokenizer``."""
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    token_ids = dict(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    token_ids = special_token_ids(tokenizer)
     return Qwen2_5_VLConfig(
         vision_config=vision_config(),
         text_config=text_config(len(tokenizer), **token_ids),
@@ -212,6 +219,8 @@ def build(
             apply_dve(model, num_bases=num_bases)
     finally:
         torch.random.set_rng_state(generator_state)
-    model.generation_config.eos_token_id = [config.eos_token_id, config.pad_token_id]
-    model.generation_config.pad_token_id = config.pad_token_id
+    # from the tokenizer, not the config: some transformers 5 releases keep these ids on the text config only
+    token_ids = special_token_ids(processor.tokenizer)
+    model.generation_config.eos_token_id = [token_ids["eos_token_id"], token_ids["pad_token_id"]]
+    model.generation_config.pad_token_id = token_ids["pad_token_id"]
     return model.eval(), processor

@@ -129,7 +129,10 @@ def test_gradient_checkpointing_recomputes_with_each_forwards_own_images(use_ree
 
     model = apply_dve(small_model(), blocks=[0, 1, 2, 3]).train()
     model.load_state_dict(reference.state_dict())
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
     assert model.model.visual.blocks[0].gradient_checkpointing
     loss_a = model.model.visual(pixels_a, grid_thw=grid_a).pooler_output.square().sum()
     model.model.visual(pixels_b, grid_thw=grid_b)  # a second forward before the first backward
