@@ -13,6 +13,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import contextlib  # noqa: E402
 import functools  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -176,6 +177,57 @@ def test_gpu_configs_are_pruned_to_fit():
         configs.prune_by_registers(grads, {}, NUM_BASES_POW2=1))
     for config in configs.prune_by_registers(grads, {}, NUM_BASES_POW2=4):
         assert 4 * config.kwargs["BLOCK_O"] * config.kwargs["BLOCK_I"] <= 64 * 32 * config.num_warps
+
+
+def test_autotuning_can_be_turned_off(monkeypatch):
+    """FDLINEAR_TRITON_AUTOTUNE=0: each kernel keeps only the first candidate its pruning allows (no benchmarking)."""
+    candidates = configs.matmul_configs(interpreted=False)
+    grads = configs.basis_grad_configs(interpreted=False)
+    x_bf16 = {"x_ptr": torch.empty(0, dtype=torch.bfloat16)}
+    tuned_mix = configs.prune_by_shared_memory(candidates, x_bf16, NUM_BASES=8, BLOCK_M=128)
+    tuned_grad = configs.prune_by_registers(grads, {}, NUM_BASES_POW2=4)
+    assert configs.first_unless_autotuning(candidates, {}) == candidates
+    monkeypatch.setenv(configs.AUTOTUNE_ENV, "0")
+    assert not configs.autotuning()
+    assert configs.first_unless_autotuning(candidates, {}) == candidates[:1]
+    assert configs.prune_by_shared_memory(candidates, x_bf16, NUM_BASES=8, BLOCK_M=128) == tuned_mix[:1]
+    assert configs.prune_by_registers(grads, {}, NUM_BASES_POW2=4) == tuned_grad[:1]
+
+
+@contextlib.contextmanager
+def only_candidate(index: int):
+    """Every kernel runs its ``index``-th GPU candidate config (the tuner's choice set to it), whatever the device."""
+    from fdlinear.backends.triton import grad_kernels, matmul_kernels
+
+    kernels = {
+        matmul_kernels.mixed_matmul_kernel: configs.matmul_configs(interpreted=False),
+        matmul_kernels.expanded_matmul_kernel: configs.matmul_configs(interpreted=False),
+        grad_kernels.mixed_weight_grad_kernel: configs.basis_grad_configs(interpreted=False),
+        grad_kernels.expanded_basis_grad_kernel: configs.basis_grad_configs(interpreted=False),
+    }
+    saved = {kernel: (kernel.configs, dict(kernel.cache)) for kernel in kernels}
+    try:
+        for kernel, candidates in kernels.items():
+            kernel.configs, kernel.cache, kernel.best_config = [candidates[index]], {}, None
+        yield
+        for kernel, candidates in kernels.items():  # each kernel ran, with that config
+            assert kernel.best_config is candidates[index], kernel.base_fn.__name__
+    finally:
+        for kernel, (candidates, cache) in saved.items():
+            kernel.configs, kernel.cache = candidates, cache
+
+
+@pytest.mark.parametrize("index", range(len(configs.matmul_configs(interpreted=False))))
+def test_every_gpu_candidate_config_is_exact(index):
+    """Each block shape the autotuner may pick computes the op (masking at odd sizes included). On a CPU the
+    interpreter runs the GPU block shapes on a small case; on a GPU, a bf16 case spanning several tiles."""
+    if CUDA:
+        case, dtype = make_case([300, 0, 1, 170], 200, 150, 4, seed=21), torch.bfloat16
+    else:
+        case, dtype = make_case([5, 0, 1, 20, 3], 37, 19, 3, seed=21), torch.float32
+    with only_candidate(index):
+        for form in ("mix", "expand"):
+            assert_matches_reference(triton_op(form), case, dtype, DEVICE)
 
 
 def test_opcheck():

@@ -2,11 +2,19 @@
 (the interpreter runs every program sequentially in numpy, so tiny tests need few, small tiles),
 autotuning candidates on a GPU, pruned by shared-memory and register estimates (docs/triton.md,
 "GPU tuning plan").
+
+``FDLINEAR_TRITON_AUTOTUNE=0`` turns the tuning off: each kernel then runs the first candidate that its
+pruning keeps, with no benchmarking (the GPU test run uses it: many shapes, few compilations). It is read at
+each new shape, so it can be changed at run time.
 """
 
 from __future__ import annotations
 
+import os
+
 import triton
+
+AUTOTUNE_ENV = "FDLINEAR_TRITON_AUTOTUNE"
 
 # Under the interpreter every block is the smallest tl.dot accepts, so that the odd test sizes
 # (13, 19, 37, ...) span several tiles and every masking path runs.
@@ -15,6 +23,21 @@ INTERPRETER_BLOCK = 16
 MAX_SHARED_BYTES = 227 * 1024
 # fp32 registers per thread the weight-gradient kernel may give its (K, BLOCK_O, BLOCK_I) dB accumulator.
 MAX_ACCUMULATOR_REGISTERS = 64
+
+
+def autotuning() -> bool:
+    """Whether the kernels benchmark their candidates (``$FDLINEAR_TRITON_AUTOTUNE`` is not ``0``)."""
+    return os.environ.get(AUTOTUNE_ENV, "1") != "0"
+
+
+def _kept(configs: list[triton.Config]) -> list[triton.Config]:
+    """All of ``configs`` when autotuning, else the first."""
+    return configs if autotuning() else configs[:1]
+
+
+def first_unless_autotuning(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """Pruning of the kernels that need none: every candidate, or only the first when autotuning is off."""
+    return _kept(configs)
 
 
 def mix_block_m(num_rows: int, num_samples: int, interpreted: bool) -> int:
@@ -55,7 +78,7 @@ def prune_by_shared_memory(configs: list[triton.Config], named_args: dict, **kwa
         return element * (stages * num_bases * block_r * block_n + (stages - 1) * block_m * block_r)
 
     fitting = [config for config in configs if shared_bytes(config) <= MAX_SHARED_BYTES]
-    return fitting or [min(configs, key=shared_bytes)]
+    return _kept(fitting) or [min(configs, key=shared_bytes)]
 
 
 def basis_grad_configs(interpreted: bool) -> list[triton.Config]:
@@ -80,4 +103,4 @@ def prune_by_registers(configs: list[triton.Config], named_args: dict, **kwargs)
         return num_bases * config.kwargs["BLOCK_O"] * config.kwargs["BLOCK_I"] / (32 * config.num_warps)
 
     fitting = [config for config in configs if registers(config) <= MAX_ACCUMULATOR_REGISTERS]
-    return fitting or [min(configs, key=registers)]
+    return _kept(fitting) or [min(configs, key=registers)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fdlinear.backends.triton.configs import basis_grad_configs, prune_by_registers
+from fdlinear.backends.triton.configs import basis_grad_configs, first_unless_autotuning, prune_by_registers
 from fdlinear.backends.triton.matmul_kernels import INTERPRETED
 
 
@@ -90,7 +90,11 @@ def mixed_weight_grad_kernel(
                  mask=k_mask[:, None, None] & tile_mask[None, :, :])
 
 
-@triton.autotune(configs=basis_grad_configs(INTERPRETED), key=["d_out", "d_in"])
+@triton.autotune(
+    configs=basis_grad_configs(INTERPRETED),
+    key=["d_out", "d_in"],
+    prune_configs_by={"early_config_prune": first_unless_autotuning},
+)
 @triton.jit
 def expanded_basis_grad_kernel(
     grad_ptr, x_ptr, a_in_ptr, a_out_ptr, beta_ptr, sample_of_row_ptr, bases_grad_ptr,

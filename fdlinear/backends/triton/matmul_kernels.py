@@ -17,7 +17,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fdlinear.backends.triton.configs import matmul_configs, prune_by_shared_memory
+from fdlinear.backends.triton.configs import first_unless_autotuning, matmul_configs, prune_by_shared_memory
 
 INTERPRETED = bool(triton.knobs.runtime.interpret)
 
@@ -105,6 +105,7 @@ def scaled_rows_dot(
 @triton.autotune(
     configs=matmul_configs(INTERPRETED),
     key=["n_size", "r_size", "BLOCK_M", "NUM_BASES", "STORE_OUT", "SCALE_GRAD", "BETA_GRAD"],
+    prune_configs_by={"early_config_prune": first_unless_autotuning},
     reset_to_zero=["scale_grad_ptr", "beta_grad_ptr"],
 )
 @triton.jit
