@@ -405,6 +405,7 @@ def test_kernels_compile_for_h100():
             compiled = triton.compile(ASTSource(fn, signature, constants), target=GPUTarget("cuda", 90, 32),
                                       options={"num_warps": config.num_warps, "num_stages": config.num_stages})
             assert "mma" in compiled.asm["ptx"], fn.__name__
+            assert compiled.metadata.shared <= configs.MAX_SHARED_BYTES, (fn.__name__, compiled.metadata.shared)
             print("compiled", fn.__name__)
 
         matmul = configs.matmul_configs(interpreted=False)
