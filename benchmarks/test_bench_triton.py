@@ -155,6 +155,16 @@ def forward_errors(work: Workload) -> dict[str, float]:
     return errors
 
 
+def autotuned_configs() -> dict[str, str]:
+    """The config each triton kernel ran last (the autotuner's pick for the last shape it saw)."""
+    from fdlinear.backends.triton import grad_kernels, matmul_kernels
+
+    kernels = (matmul_kernels.mixed_matmul_kernel, matmul_kernels.expanded_matmul_kernel,
+               grad_kernels.mixed_weight_grad_kernel, grad_kernels.expanded_basis_grad_kernel)
+    return {kernel.base_fn.__name__: str(kernel.best_config) for kernel in kernels
+            if getattr(kernel, "best_config", None) is not None}
+
+
 def environment() -> dict:
     import triton
 
@@ -177,6 +187,8 @@ def test_fdlinear_triton(benchmark, pass_name, shape, layout, num_bases, impl):
     run = one_pass(implementation(impl, work), pass_name, work.grad_out)
     for _ in range(3):  # compile, autotune and fill the basis cache outside the measurements
         run()
+    if impl.startswith("triton"):
+        benchmark.extra_info["autotuned"] = autotuned_configs()
     bases_bytes = work.layer.bases(DTYPE).numel() * work.layer.bases(DTYPE).element_size()
     benchmark.group = f"{pass_name} {shape} {layout} K={num_bases}"
     benchmark.extra_info.update(
