@@ -32,6 +32,7 @@ constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65535;
 constexpr int64_t kChunkRows = 4096;      // expand form: rows per GEMM (bounds the (rows, K·d_out) workspaces)
 constexpr int64_t kBasisGradRows = 512;   // expand form, reduced precision: rows per partial sum of dB
+constexpr int64_t kInputGradRows = 16;    // mix form: rows per block of input_grad_kernel
 
 unsigned blocks_for(int64_t elements) {
   return static_cast<unsigned>(std::clamp<int64_t>(ceil_div(elements, kThreads), 1, kMaxBlocks));
@@ -66,18 +67,26 @@ __global__ void mix_kernel(const scalar_t* __restrict__ bases, int64_t num_bases
   }
 }
 
-// In place on P (rows, d_in) with row stride d_in: du[i] = Σ_t x[t, i] P[t, i], then P[t, i] *= u[i].
+// In place on P (rows, d_in) with row stride d_in, by chunks c of kInputGradRows rows (a 2-D grid: column blocks ×
+// chunks, so a sample's rows are spread over many blocks): partial[c, i] = Σ_{t ∈ c} x[t, i] P[t, i], then
+// P[t, i] *= u[i]. The caller sums the partials over c (du = Σ_c partial[c], a fixed-order reduction).
 template <typename scalar_t, typename acc_t>
 __global__ void input_grad_kernel(const scalar_t* __restrict__ x, const acc_t* __restrict__ u, int64_t rows,
-                                  int64_t d_in, scalar_t* __restrict__ product, acc_t* __restrict__ du) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < d_in; i += int64_t(gridDim.x) * blockDim.x) {
-    acc_t sum = 0;
-    for (int64_t t = 0; t < rows; ++t) {
-      const acc_t p = static_cast<acc_t>(product[t * d_in + i]);
-      sum += static_cast<acc_t>(x[t * d_in + i]) * p;
-      product[t * d_in + i] = static_cast<scalar_t>(p * u[i]);
+                                  int64_t chunks, int64_t d_in, scalar_t* __restrict__ product,
+                                  acc_t* __restrict__ partial) {
+  for (int64_t c = blockIdx.y; c < chunks; c += gridDim.y) {
+    const int64_t first = c * kInputGradRows;
+    const int64_t last = first + kInputGradRows < rows ? first + kInputGradRows : rows;
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < d_in;
+         i += int64_t(gridDim.x) * blockDim.x) {
+      acc_t sum = 0;
+      for (int64_t t = first; t < last; ++t) {
+        const acc_t p = static_cast<acc_t>(product[t * d_in + i]);
+        sum += static_cast<acc_t>(x[t * d_in + i]) * p;
+        product[t * d_in + i] = static_cast<scalar_t>(p * u[i]);
+      }
+      partial[c * d_in + i] = sum;
     }
-    du[i] = sum;
   }
 }
 
@@ -310,6 +319,9 @@ void mix_backward(const Layout& layout, const Operands& op, const at::Tensor& gr
   at::Tensor weight = at::empty({d_out, d_in}, op.x.options());
   at::Tensor outer = at::empty({d_out, d_in}, op.x.options());
   at::Tensor dots = at::empty({d_out, num_bases}, acc_options);
+  int64_t longest = 0;
+  for (int64_t s = 0; s < layout.num_samples(); ++s) longest = std::max(longest, layout.length(s));
+  at::Tensor partials = need_input ? at::empty({ceil_div(longest, kInputGradRows), d_in}, acc_options) : at::Tensor();
   const acc_t* beta = op.beta.const_data_ptr<acc_t>();
   const acc_t* a_in = op.a_in.const_data_ptr<acc_t>();
   const acc_t* a_out = op.a_out.const_data_ptr<acc_t>();
@@ -324,10 +336,15 @@ void mix_backward(const Layout& layout, const Operands& op, const at::Tensor& gr
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       at::Tensor product = dx.narrow(0, start, rows);
       at::mm_out(product, rows_g, weight);
-      input_grad_kernel<<<blocks_for(d_in), kThreads, 0, stream>>>(
-          rows_x.const_data_ptr<scalar_t>(), a_in + s * d_in, rows, d_in, product.mutable_data_ptr<scalar_t>(),
-          du.mutable_data_ptr<acc_t>() + s * d_in);
+      const int64_t chunks = ceil_div(rows, kInputGradRows);
+      const dim3 grid(static_cast<unsigned>(std::min<int64_t>(ceil_div(d_in, kThreads), kMaxBlocks)),
+                      static_cast<unsigned>(std::min<int64_t>(chunks, kMaxBlocks)));
+      input_grad_kernel<<<grid, kThreads, 0, stream>>>(rows_x.const_data_ptr<scalar_t>(), a_in + s * d_in, rows, chunks,
+                                                       d_in, product.mutable_data_ptr<scalar_t>(),
+                                                       partials.mutable_data_ptr<acc_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
+      at::Tensor du_s = du.select(0, s);
+      at::sum_out(du_s, partials.narrow(0, 0, chunks), {0});  // du_i = Σ_c partial[c, i]
     }
     if (need_weight) {
       at::mm_out(outer, rows_g.t(), rows_x);
