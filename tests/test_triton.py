@@ -15,6 +15,7 @@ if not torch.cuda.is_available():
 
 import contextlib  # noqa: E402
 import functools  # noqa: E402
+import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
@@ -184,14 +185,36 @@ def test_autotuning_can_be_turned_off(monkeypatch):
     candidates = configs.matmul_configs(interpreted=False)
     grads = configs.basis_grad_configs(interpreted=False)
     x_bf16 = {"x_ptr": torch.empty(0, dtype=torch.bfloat16)}
-    tuned_mix = configs.prune_by_shared_memory(candidates, x_bf16, NUM_BASES=8, BLOCK_M=128)
-    tuned_grad = configs.prune_by_registers(grads, {}, NUM_BASES_POW2=4)
-    assert configs.first_unless_autotuning(candidates, {}) == candidates
+    prunes = [
+        lambda: configs.prune_by_shared_memory(candidates, x_bf16, NUM_BASES=8, BLOCK_M=128),
+        lambda: configs.prune_expanded(candidates, x_bf16, BLOCK_M=128),
+        lambda: configs.prune_by_registers(grads, x_bf16, NUM_BASES_POW2=4),
+        lambda: configs.prune_expanded_basis_grad(grads, x_bf16),
+    ]
+    tuned = [prune() for prune in prunes]
+    assert all(len(kept) > 1 for kept in tuned)
     monkeypatch.setenv(configs.AUTOTUNE_ENV, "0")
     assert not configs.autotuning()
-    assert configs.first_unless_autotuning(candidates, {}) == candidates[:1]
-    assert configs.prune_by_shared_memory(candidates, x_bf16, NUM_BASES=8, BLOCK_M=128) == tuned_mix[:1]
-    assert configs.prune_by_registers(grads, {}, NUM_BASES_POW2=4) == tuned_grad[:1]
+    assert [prune() for prune in prunes] == [kept[:1] for kept in tuned]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64], ids=str)
+def test_every_kernel_keeps_a_config_within_shared_memory(dtype):
+    """Whatever the dtype, K or BLOCK_M, each kernel's pruning keeps at least one config whose estimate fits."""
+    named = {"x_ptr": torch.empty(0, dtype=dtype)}
+    element, accumulator = named["x_ptr"].element_size(), 8 if dtype == torch.float64 else 4
+    candidates, grads = configs.matmul_configs(interpreted=False), configs.basis_grad_configs(interpreted=False)
+    for num_bases in (1, 3, 4, 8, 16):
+        for block_m in (16, 32, 64, 128):
+            kept = configs.prune_by_shared_memory(candidates, named, NUM_BASES=num_bases, BLOCK_M=block_m)
+            assert configs.mixed_matmul_shared_bytes(kept[0], element, accumulator, num_bases, block_m) <= (
+                configs.SHARED_BUDGET), (num_bases, block_m)
+        kept = configs.prune_by_registers(grads, named, NUM_BASES_POW2=triton.next_power_of_2(num_bases))
+        assert configs.weight_grad_shared_bytes(kept[0], element, accumulator, gathers=False) <= configs.SHARED_BUDGET
+    kept = configs.prune_expanded(candidates, named, BLOCK_M=128)
+    assert configs.expanded_matmul_shared_bytes(kept[0], element, accumulator, 128) <= configs.SHARED_BUDGET
+    kept = configs.prune_expanded_basis_grad(grads, named)
+    assert configs.weight_grad_shared_bytes(kept[0], element, accumulator, gathers=True) <= configs.SHARED_BUDGET
 
 
 @contextlib.contextmanager
@@ -424,3 +447,21 @@ def test_kernels_compile_for_h100():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("compiled") == 4, result.stdout
+
+
+@pytest.mark.skipif(not _has_cuda_compiler(), reason="triton has no CUDA compiler backend")
+def test_shared_memory_of_the_compiled_kernels():
+    """sm_90 compilations (no GPU): the config each kernel runs first fits in an H100's shared memory for bf16, fp32
+    and fp64 with K = 3 and 8, and the estimates the pruning uses bound every candidate's compiled size."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "sm90_shared_memory.py")], env=env,
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sum(row["kind"] == "first" for row in rows) == 30 and sum(row["kind"] == "every" for row in rows) == 32
+    for row in rows:
+        if row["kind"] == "first":
+            assert row["shared"] <= configs.MAX_SHARED_BYTES, row
+        else:
+            assert row["shared"] <= row["estimate"], row

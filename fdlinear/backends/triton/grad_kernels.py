@@ -16,13 +16,13 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fdlinear.backends.triton.configs import basis_grad_configs, first_unless_autotuning, prune_by_registers
+from fdlinear.backends.triton.configs import basis_grad_configs, prune_by_registers, prune_expanded_basis_grad
 from fdlinear.backends.triton.matmul_kernels import INTERPRETED
 
 
 @triton.autotune(
     configs=basis_grad_configs(INTERPRETED),
-    key=["d_out", "d_in", "NUM_BASES", "NEED_BASES", "NEED_IN", "NEED_OUT", "NEED_BETA"],
+    key=["d_out", "d_in", "NUM_BASES", "NEED_BASES", "NEED_IN", "NEED_OUT", "NEED_BETA", "INPUT_PRECISION"],
     prune_configs_by={"early_config_prune": prune_by_registers},
     reset_to_zero=["a_in_grad_ptr", "a_out_grad_ptr", "beta_grad_ptr"],
 )
@@ -92,8 +92,8 @@ def mixed_weight_grad_kernel(
 
 @triton.autotune(
     configs=basis_grad_configs(INTERPRETED),
-    key=["d_out", "d_in"],
-    prune_configs_by={"early_config_prune": first_unless_autotuning},
+    key=["d_out", "d_in", "INPUT_PRECISION"],
+    prune_configs_by={"early_config_prune": prune_expanded_basis_grad},
 )
 @triton.jit
 def expanded_basis_grad_kernel(
@@ -115,7 +115,7 @@ def expanded_basis_grad_kernel(
         rows = t_start + tl.arange(0, BLOCK_T)
         row_mask = rows < num_rows
         rows64 = rows.to(tl.int64)
-        samples = tl.load(sample_of_row_ptr + rows, mask=row_mask, other=0)
+        samples = tl.load(sample_of_row_ptr + rows, mask=row_mask, other=0).to(tl.int64)  # S·d may pass 2^31
         grad_mask = row_mask[None, :] & out_mask[:, None]
         grad_t = tl.load(grad_ptr + rows64[None, :] * stride_g + outs[:, None], mask=grad_mask, other=0.0)
         a_out = tl.load(a_out_ptr + samples[None, :] * stride_out + outs[:, None], mask=grad_mask, other=0.0)

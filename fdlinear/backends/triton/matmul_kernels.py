@@ -17,7 +17,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from fdlinear.backends.triton.configs import first_unless_autotuning, matmul_configs, prune_by_shared_memory
+from fdlinear.backends.triton.configs import matmul_configs, prune_by_shared_memory, prune_expanded
 
 INTERPRETED = bool(triton.knobs.runtime.interpret)
 
@@ -35,7 +35,7 @@ def grouped_tile(pid, num_m, num_n, GROUP_M: tl.constexpr):
 
 @triton.autotune(
     configs=matmul_configs(INTERPRETED),
-    key=["n_size", "r_size", "BLOCK_M", "NUM_BASES"],
+    key=["n_size", "r_size", "BLOCK_M", "NUM_BASES", "stride_br", "INPUT_PRECISION"],  # stride_br: dX reads B^T
     prune_configs_by={"early_config_prune": prune_by_shared_memory},
 )
 @triton.jit
@@ -104,8 +104,9 @@ def scaled_rows_dot(
 
 @triton.autotune(
     configs=matmul_configs(INTERPRETED),
-    key=["n_size", "r_size", "BLOCK_M", "NUM_BASES", "STORE_OUT", "SCALE_GRAD", "BETA_GRAD"],
-    prune_configs_by={"early_config_prune": first_unless_autotuning},
+    key=["n_size", "r_size", "BLOCK_M", "NUM_BASES", "STORE_OUT", "SCALE_GRAD", "BETA_GRAD", "stride_br",
+         "INPUT_PRECISION"],
+    prune_configs_by={"early_config_prune": prune_expanded},
     reset_to_zero=["scale_grad_ptr", "beta_grad_ptr"],
 )
 @triton.jit
@@ -133,7 +134,7 @@ def expanded_matmul_kernel(
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < num_rows
     rows64 = rows.to(tl.int64)
-    samples = tl.load(sample_of_row_ptr + rows, mask=row_mask, other=0)
+    samples = tl.load(sample_of_row_ptr + rows, mask=row_mask, other=0).to(tl.int64)  # S·d may pass 2^31
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     col_mask = cols < n_size
     tile_mask = row_mask[:, None] & col_mask[None, :]
