@@ -181,7 +181,7 @@ def test_gpu_configs_are_pruned_to_fit():
 
 
 def test_autotuning_can_be_turned_off(monkeypatch):
-    """FDLINEAR_TRITON_AUTOTUNE=0: each kernel keeps only the first candidate its pruning allows (no benchmarking)."""
+    """FDLINEAR_TRITON_AUTOTUNE=0: each kernel keeps only the first candidate its pruning allows (one compilation per kernel variant)."""
     candidates = configs.matmul_configs(interpreted=False)
     grads = configs.basis_grad_configs(interpreted=False)
     x_bf16 = {"x_ptr": torch.empty(0, dtype=torch.bfloat16)}

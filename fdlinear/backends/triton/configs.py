@@ -4,7 +4,8 @@ autotuning candidates on a GPU, pruned by shared-memory and register estimates (
 "GPU tuning plan").
 
 ``FDLINEAR_TRITON_AUTOTUNE=0`` turns the tuning off: each kernel then runs the first candidate that its
-pruning keeps, with no benchmarking (the GPU test run uses it: many shapes, few compilations). It is read at
+pruning keeps (one compilation per kernel variant, not one per candidate; Triton 3.9 also skips timing a lone
+survivor, 3.6 still times it once per shape). The GPU test run uses it: many shapes, few compilations. It is read at
 each new shape, so it can be changed at run time.
 """
 
