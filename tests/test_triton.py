@@ -455,6 +455,7 @@ def test_shared_memory_of_the_compiled_kernels():
     and fp64 with K = 3 and 8, and the estimates the pruning uses bound every candidate's compiled size."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "sm90_shared_memory.py")], env=env,
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
