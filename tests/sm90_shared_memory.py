@@ -5,6 +5,8 @@ tests/test_triton.py, outside the interpreter). Prints one JSON object per line:
   with FDLINEAR_TRITON_AUTOTUNE=0, and the one autotuning can always fall back to), compiled;
 * ``every``: every candidate of each kernel for the production case (bf16, K = 4, BLOCK_M = 128) with its estimate.
 
+Each row also says whether the PTX uses the tensor cores (``mma``).
+
 Signatures are the launchers' (inputs in x's dtype, modulations in the accumulator's, int32 indices) and integer
 arguments are specialised as the JIT does on a 16-byte-aligned problem (1280 -> 3840), the case that pipelines the
 most shared memory.
@@ -27,9 +29,9 @@ POINTER = {torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.float64: "*fp6
 D_IN, D_OUT, ROWS, SAMPLES = 1280, 3840, 8192, 8
 
 
-def compiled_shared_bytes(kernel, config: triton.Config, constants: dict, pointers: dict, ints: dict) -> int:
-    """Compile ``kernel`` with ``config``; ints equal to 1 become constants, multiples of 16 get the divisibility
-    hint (as the JIT specialises them)."""
+def compile_for_h100(kernel, config: triton.Config, constants: dict, pointers: dict, ints: dict) -> tuple[int, bool]:
+    """Compile ``kernel`` with ``config`` → (shared memory in bytes, whether its PTX uses the tensor cores). Ints
+    equal to 1 become constants, multiples of 16 get the divisibility hint (as the JIT specialises them)."""
     fn = kernel.fn
     constants = {**constants, **config.kwargs}
     signature, attrs = {}, {}
@@ -47,7 +49,8 @@ def compiled_shared_bytes(kernel, config: triton.Config, constants: dict, pointe
             if ints[name] % 16 == 0:
                 attrs[(index,)] = [["tt.divisibility", 16]]
     options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
-    return triton.compile(ASTSource(fn, signature, constants, attrs), target=TARGET, options=options).metadata.shared
+    compiled = triton.compile(ASTSource(fn, signature, constants, attrs), target=TARGET, options=options)
+    return compiled.metadata.shared, "mma" in compiled.asm["ptx"]
 
 
 def case_setup(kernel_name: str, dtype: torch.dtype, num_bases: int, block_m: int):
@@ -122,15 +125,16 @@ def main() -> None:
                     kernel, candidates, prune, estimate, constants, pointers, ints = case_setup(
                         name, dtype, num_bases, block_m)
                     config = prune(candidates)[0]
-                    shared = compiled_shared_bytes(kernel, config, constants, pointers, ints)
+                    shared, tensor_cores = compile_for_h100(kernel, config, constants, pointers, ints)
                     print(json.dumps(dict(kind="first", kernel=name, dtype=str(dtype), k=num_bases, block_m=block_m,
-                                          config=str(config), shared=shared, estimate=estimate(config))))
+                                          config=str(config), shared=shared, estimate=estimate(config),
+                                          tensor_cores=tensor_cores)))
     for name in KERNELS:
         kernel, candidates, _, estimate, constants, pointers, ints = case_setup(name, torch.bfloat16, 4, 128)
         for config in candidates:
-            shared = compiled_shared_bytes(kernel, config, constants, pointers, ints)
+            shared, tensor_cores = compile_for_h100(kernel, config, constants, pointers, ints)
             print(json.dumps(dict(kind="every", kernel=name, config=str(config), shared=shared,
-                                  estimate=estimate(config))))
+                                  estimate=estimate(config), tensor_cores=tensor_cores)))
 
 
 if __name__ == "__main__":
