@@ -8,7 +8,7 @@
 #
 # Each stage has its own time limit, so one that hangs or fails does not cost the others; a stage's log ends in
 # $OUT (default benchmarks/results/raw), with the JSON of each benchmark stage, the markdown results file made from
-# them by benchmarks/summarize.py, and the summary (device, versions; stage, exit status, seconds), printed last.
+# them by benchmarks/summarize.py (printed), and the summary (device, versions; stage, exit status, seconds), last.
 # A targets run leaves 8 files in $OUT, the most the device tool brings back.
 set -u
 MODE=${1:-targets}
@@ -70,5 +70,9 @@ for log in "$OUT"/*.log; do
     printf '\n== %s\n' "$log"
     tail -n 4 "$log"
 done
+if [ -f "$OUT/results_$MODE.md" ]; then
+    printf '\n'
+    cat "$OUT/results_$MODE.md"
+fi
 printf '\n'
 cat "$SUMMARY"
