@@ -174,9 +174,9 @@ def test_gpu_configs_are_pruned_to_fit():
     wide = triton.Config({"BLOCK_N": 128, "BLOCK_R": 64, "GROUP_M": 8}, num_warps=8, num_stages=3)
     assert wide in k4 and wide not in k8
     grads = configs.basis_grad_configs(interpreted=False)
-    assert len(configs.prune_by_registers(grads, {}, NUM_BASES_POW2=8)) < len(
-        configs.prune_by_registers(grads, {}, NUM_BASES_POW2=1))
-    for config in configs.prune_by_registers(grads, {}, NUM_BASES_POW2=4):
+    assert len(configs.prune_by_registers(grads, x_bf16, NUM_BASES_POW2=8)) < len(
+        configs.prune_by_registers(grads, x_bf16, NUM_BASES_POW2=1))
+    for config in configs.prune_by_registers(grads, x_bf16, NUM_BASES_POW2=4):
         assert 4 * config.kwargs["BLOCK_O"] * config.kwargs["BLOCK_I"] <= 64 * 32 * config.num_warps
 
 

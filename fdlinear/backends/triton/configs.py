@@ -12,6 +12,7 @@ each new shape, so it can be changed at run time.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import triton
 
@@ -79,16 +80,17 @@ def basis_grad_configs(interpreted: bool) -> list[triton.Config]:
     ]
 
 
-# Shared memory of one program, in bytes: upper bounds fitted to sm_90 compilations (Triton 3.9; bf16, fp32 and fp64
-# inputs with fp32/fp64 modulations; K = 4 and 8; BLOCK_M = 16 and 128; 16-byte-aligned sizes, which pipeline the
-# most) of every candidate, within 0.6-1.0 of the compiled size. A pipelined loop keeps num_stages - 1 copies of its
-# loaded tiles plus the operands of the dot; the epilogue reuses the space for a (rows, cols) accumulator-sized
-# layout conversion. `e`: bytes of an input element; `a`: of an accumulator element.
+# Shared memory of one program, in bytes: upper bounds fitted to sm_90 compilations of every candidate (Triton 3.9,
+# checked under 3.6 too; bf16, fp32 and fp64 inputs with fp32/fp64 modulations; K = 4 and 8; BLOCK_M = 16 and 128;
+# 16-byte-aligned sizes, which pipeline the most); each compiled size is 0.4 to 1.0 of its estimate. A pipelined
+# loop keeps num_stages - 1 copies of its loaded tiles plus the operands of the dot; the epilogue reuses the space
+# for a (rows, cols) layout conversion of the accumulator. `element`, `accumulator`: bytes of one value of each.
 _SHARED_SLACK = 2048
 
 
-def _sizes(named_args: dict, x_name: str) -> tuple[int, int]:
-    element = named_args[x_name].element_size()
+def _sizes(named_args: dict) -> tuple[int, int]:
+    """(bytes of an input element, bytes of an accumulator element) from the kernel's ``x_ptr`` argument."""
+    element = named_args["x_ptr"].element_size()
     return element, 8 if element == 8 else 4
 
 
@@ -120,7 +122,7 @@ def weight_grad_shared_bytes(config: triton.Config, element: int, accumulator: i
     return max(loop, accumulator * o * i) + _SHARED_SLACK
 
 
-def _fitting(configs: list[triton.Config], shared_bytes) -> list[triton.Config]:
+def _fitting(configs: list[triton.Config], shared_bytes: Callable[[triton.Config], int]) -> list[triton.Config]:
     """The configs within the shared-memory budget (tuning) or the first of them (no tuning); the smallest when none
     fits."""
     fitting = [config for config in configs if shared_bytes(config) <= SHARED_BUDGET]
@@ -129,21 +131,21 @@ def _fitting(configs: list[triton.Config], shared_bytes) -> list[triton.Config]:
 
 def prune_by_shared_memory(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
     """mixed_matmul_kernel: the configs that fit in shared memory (see mixed_matmul_shared_bytes)."""
-    element, accumulator = _sizes(named_args, "x_ptr")
+    element, accumulator = _sizes(named_args)
     return _fitting(configs, lambda config: mixed_matmul_shared_bytes(
         config, element, accumulator, kwargs["NUM_BASES"], kwargs["BLOCK_M"]))
 
 
 def prune_expanded(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
     """expanded_matmul_kernel: the configs that fit in shared memory."""
-    element, accumulator = _sizes(named_args, "x_ptr")
+    element, accumulator = _sizes(named_args)
     return _fitting(configs, lambda config: expanded_matmul_shared_bytes(
         config, element, accumulator, kwargs["BLOCK_M"]))
 
 
 def prune_expanded_basis_grad(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
     """expanded_basis_grad_kernel: the configs that fit in shared memory."""
-    element, accumulator = _sizes(named_args, "x_ptr")
+    element, accumulator = _sizes(named_args)
     return _fitting(configs, lambda config: weight_grad_shared_bytes(config, element, accumulator, gathers=True))
 
 
@@ -152,7 +154,7 @@ def prune_by_registers(configs: list[triton.Config], named_args: dict, **kwargs)
     accumulator's size, spread over 32·num_warps threads) stays within the register budget and whose tiles fit in
     shared memory; the smallest accumulator otherwise."""
     num_bases = kwargs["NUM_BASES_POW2"]
-    element, accumulator = _sizes(named_args, "x_ptr") if "x_ptr" in named_args else (2, 4)
+    element, accumulator = _sizes(named_args)
 
     def registers(config: triton.Config) -> float:
         words = accumulator // 4
