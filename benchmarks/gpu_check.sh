@@ -45,10 +45,10 @@ bench() {  # bench NAME SECONDS PYTEST-ARGS...: a benchmark stage writing $OUT/N
 } >>"$SUMMARY" 2>&1
 
 # Stage limits add up to under the device tool's 10 minutes per call.
+# The native extension with its CUDA kernels, for Hopper only (a shorter build); in place, next to fdlinear/.
+TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 stage build 150 "$PY" setup.py build_ext --inplace
 if [ "$MODE" = targets ]; then
-    # The native extension with its CUDA kernels, for Hopper only (a shorter build); in place, next to fdlinear/.
-    TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 stage build 150 "$PY" setup.py build_ext --inplace
-    # No autotuning in the tests (one compilation per kernel variant, not seven; every candidate config is checked
+    # No autotuning in the tests (one compilation per kernel variant, not eight; every candidate config is checked
     # by test_every_gpu_candidate_config_is_exact); the benchmarks tune.
     FDLINEAR_TRITON_AUTOTUNE=0 stage tests 200 "$PY" -m pytest -p no:cacheprovider -q -rs \
         tests/test_triton.py tests/test_native.py tests/test_tiny.py::test_bf16_forward_backward_on_gpu
@@ -56,7 +56,6 @@ if [ "$MODE" = targets ]; then
     bench bench_triton 180 benchmarks/test_bench_triton.py -k "8x1024 and K4 and not reference_compiled"
     bench bench_native 45 benchmarks/test_bench_native.py -k test_gpu
 else
-    TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 stage build 150 "$PY" setup.py build_ext --inplace
     bench bench_triton_rest 420 benchmarks/test_bench_triton.py -k "not (8x1024 and K4 and not reference_compiled)"
 fi
 

@@ -18,9 +18,8 @@ static int set_mkl_threads_local(int) { return 0; }
 
 namespace fdlinear_native::cpu {
 
-SerialBlasScope::SerialBlasScope() : previous_mkl_(0), previous_omp_(0) {
-  // mkl_set_num_threads_local returns the previous thread-local budget (0: none, the global one applies).
-  previous_mkl_ = set_mkl_threads_local(1);
+// MKL returns the previous thread-local budget (0: none, the global one applies).
+SerialBlasScope::SerialBlasScope() : previous_mkl_(set_mkl_threads_local(1)), previous_omp_(0) {
 #if defined(_OPENMP)
   previous_omp_ = omp_get_max_threads();
   omp_set_num_threads(1);
