@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from fdlinear.backends import get_op, resolve_backend
+from fdlinear.segments import segment_mean
 
 
 @dataclass(frozen=True)
@@ -28,14 +30,35 @@ class PackedInput:
 
     def sample_means(self, dtype: torch.dtype) -> Tensor:
         """(S, d_in) mean of each sample's rows in ``dtype`` (zeros for an empty sample)."""
-        from fdlinear.segments import Segments
-
         rows = self.rows.to(dtype)
         if self.tokens_per_sample == 1:
             return rows
         if self.tokens_per_sample is not None and self.tokens_per_sample > 0:
             return rows.unflatten(0, (-1, self.tokens_per_sample)).mean(1)
-        return Segments.from_cu_seqlens(self.cu_seqlens, rows.shape[0]).mean(rows)
+        return segment_mean(rows, self.cu_seqlens)
+
+
+# The cu_seqlens tensor whose values were checked last: (weak reference, its version, the row count). Checking
+# values reads them back to the host, a synchronisation on a GPU; a model passes one boundaries tensor to all its
+# layers (the DVE does), so only the first layer pays for it. An in-place change bumps the version and is
+# checked again; inference tensors have no version counter and are checked every time.
+_last_checked: tuple[weakref.ref, int, int] | None = None
+
+
+def _values_already_checked(cu_seqlens: Tensor, num_rows: int) -> bool:
+    entry = _last_checked
+    return (
+        entry is not None
+        and not torch.is_inference(cu_seqlens)
+        and entry[0]() is cu_seqlens
+        and entry[1:] == (cu_seqlens._version, num_rows)
+    )
+
+
+def _remember_checked(cu_seqlens: Tensor, num_rows: int) -> None:
+    global _last_checked
+    if not torch.is_inference(cu_seqlens):
+        _last_checked = (weakref.ref(cu_seqlens), cu_seqlens._version, num_rows)
 
 
 def _check_cu_seqlens(cu_seqlens: Tensor, x: Tensor) -> None:
@@ -49,17 +72,18 @@ def _check_cu_seqlens(cu_seqlens: Tensor, x: Tensor) -> None:
         raise ValueError(f"cu_seqlens is on {cu_seqlens.device} but x is on {x.device}")
     if x.dim() != 2:
         raise ValueError(f"with cu_seqlens, x must be packed (T, d_in), got shape {tuple(x.shape)}")
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or _values_already_checked(cu_seqlens, x.shape[0]):
         return
     steps = cu_seqlens[1:] - cu_seqlens[:-1]
     first, last = cu_seqlens[0], cu_seqlens[-1]
-    flags = torch.stack([first != 0, (steps < 0).any(), last != x.shape[0]]).tolist()
-    if flags[0]:
-        raise ValueError(f"cu_seqlens must start at 0, got {int(first)}")
-    if flags[1]:
-        raise ValueError("cu_seqlens must be non-decreasing")
-    if flags[2]:
+    flags = torch.stack([first != 0, (steps < 0).any(), last != x.shape[0]])
+    if flags.any().item():  # the one read-back; the messages below read more only when raising
+        if flags[0]:
+            raise ValueError(f"cu_seqlens must start at 0, got {int(first)}")
+        if flags[1]:
+            raise ValueError("cu_seqlens must be non-decreasing")
         raise ValueError(f"cu_seqlens must end at the token count {x.shape[0]}, got {int(last)}")
+    _remember_checked(cu_seqlens, x.shape[0])
 
 
 def check_input(x: Tensor, in_features: int | None = None) -> None:
@@ -144,8 +168,23 @@ def fdlinear(
     Returns:
         y with the shape of x but last dim d_out, dtype of x. Differentiable in every tensor argument.
     """
-    packed = pack(x, cu_seqlens)
-    _check_op_args(packed.rows, bases, a_in, a_out, beta, bias, packed.cu_seqlens.shape[0] - 1)
-    op = get_op(resolve_backend(backend, x.device))
-    y = op(packed.rows, bases, a_in, a_out, beta, bias, packed.cu_seqlens, "auto")
+    return fdlinear_packed(pack(x, cu_seqlens), bases, a_in, a_out, beta, bias, backend)
+
+
+def fdlinear_packed(
+    packed: PackedInput,
+    bases: Tensor,
+    a_in: Tensor,
+    a_out: Tensor,
+    beta: Tensor,
+    bias: Tensor | None = None,
+    backend: str | None = None,
+) -> Tensor:
+    """:func:`fdlinear` for an input already brought to packed form by :func:`pack` (which validated it), so
+    that a caller needing the packed rows first (the module computes sample means from them) checks and
+    synchronises once. Arguments and result as in :func:`fdlinear`; the other arguments are checked here."""
+    rows = packed.rows
+    _check_op_args(rows, bases, a_in, a_out, beta, bias, packed.cu_seqlens.shape[0] - 1)
+    op = get_op(resolve_backend(backend, rows.device))
+    y = op(rows, bases, a_in, a_out, beta, bias, packed.cu_seqlens, "auto")
     return y.reshape(*packed.leading_shape, bases.shape[1])

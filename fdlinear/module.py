@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from fdlinear.functional import check_input, fdlinear, pack
+from fdlinear.functional import check_input, fdlinear_packed, pack
 from fdlinear.modulation import SpectralModulation, compute_dtype
 from fdlinear.spectral import (
     PARTITIONS,
@@ -167,17 +167,8 @@ class FDLinear(nn.Module):
         check_input(x, self.in_features)
         packed = pack(x, cu_seqlens)
         a_in, a_out, beta = self.KSM_Global(packed.sample_means(compute_dtype(x.dtype)))
-        y = fdlinear(
-            packed.rows,
-            self.bases(x.dtype),
-            a_in,
-            a_out,
-            beta,
-            None if self.bias is None else self.bias.to(x.dtype),
-            packed.cu_seqlens,
-            backend=self.backend,
-        )
-        return y.reshape(*packed.leading_shape, self.out_features)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return fdlinear_packed(packed, self.bases(x.dtype), a_in, a_out, beta, bias, backend=self.backend)
 
     def clear_basis_cache(self) -> None:
         """Drop the cached bases (needed only after editing ``dft_weight`` in place through ``.data``)."""

@@ -8,6 +8,22 @@ import torch
 from torch import Tensor
 
 
+def sample_of_rows(cu_seqlens: Tensor, num_rows: int) -> Tensor:
+    """(T,) int64 sample index of every row, for (S+1,) boundaries over ``num_rows`` packed rows. No host
+    synchronisation: the output size is given, so it runs asynchronously on a GPU."""
+    cu = cu_seqlens.to(torch.int64)
+    samples = torch.arange(cu.shape[0] - 1, device=cu.device)
+    return torch.repeat_interleave(samples, cu[1:] - cu[:-1], output_size=num_rows)
+
+
+def segment_mean(rows: Tensor, cu_seqlens: Tensor) -> Tensor:
+    """(T, d) packed rows → (S, d) mean of each sample's rows (zeros for an empty sample), without host
+    synchronisation (unlike :class:`Segments`, which reads the longest length back)."""
+    cu = cu_seqlens.to(torch.int64)
+    total = rows.new_zeros(cu.shape[0] - 1, rows.shape[-1]).index_add_(0, sample_of_rows(cu, rows.shape[0]), rows)
+    return total / (cu[1:] - cu[:-1]).clamp(min=1).unsqueeze(-1).to(total.dtype)
+
+
 @dataclass(frozen=True)
 class Segments:
     """Row layout of S packed samples.
@@ -39,8 +55,7 @@ class Segments:
         """Build the layout from (S+1,) boundaries over ``num_rows`` packed rows."""
         cu = cu_seqlens.to(torch.int64)
         lengths = cu[1:] - cu[:-1]
-        samples = torch.arange(lengths.shape[0], device=cu.device)
-        sample_of_row = torch.repeat_interleave(samples, lengths, output_size=num_rows)
+        sample_of_row = sample_of_rows(cu, num_rows)
         position_of_row = torch.arange(num_rows, device=cu.device) - cu[sample_of_row]
         max_length = int(lengths.max()) if lengths.numel() else 0
         return cls(cu, lengths, sample_of_row, position_of_row, max_length)

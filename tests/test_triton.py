@@ -27,8 +27,9 @@ from op_cases import GRAD_NAMES, assert_matches_reference, make_case, reference_
 from fdlinear import FDLinear  # noqa: E402
 from fdlinear.backends import default_backend, resolve_backend  # noqa: E402
 from fdlinear.backends.triton import configs, op  # noqa: E402
-from fdlinear.backends.triton.schedule import choose_form, row_tiles, sample_of_rows  # noqa: E402
+from fdlinear.backends.triton.schedule import choose_form, row_tiles  # noqa: E402
 from fdlinear.functional import fdlinear  # noqa: E402
+from fdlinear.segments import sample_of_rows  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"

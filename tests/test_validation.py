@@ -3,8 +3,10 @@
 import pytest
 import torch
 from module_cases import active_layer, packed_input
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fdlinear import FDLinear, fdlinear
+from fdlinear.functional import pack
 
 
 @pytest.fixture
@@ -94,3 +96,71 @@ def test_nan_in_one_sample_stays_there(seqlens):
     inside[cu[2] : cu[3]] = True
     assert torch.isnan(out[inside]).all()
     torch.testing.assert_close(out[~inside], clean[~inside])
+
+
+class _ScalarReads(TorchDispatchMode):
+    """Counts reads of tensor values back to the host (``.item()``, ``int(t)``, ``bool(t)``): on a GPU each one
+    is a synchronisation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _reads(fn) -> int:
+    with _ScalarReads() as reads:
+        fn()
+    return reads.count
+
+
+def test_boundaries_are_read_back_once_per_tensor():
+    x = torch.randn(5, 6)
+    cu = torch.tensor([0, 2, 2, 5])
+    assert _reads(lambda: pack(x, cu)) == 1
+    assert _reads(lambda: pack(x, cu)) == 0  # the same tensor again: what a model's other layers do
+    assert _reads(lambda: pack(x[:4], torch.tensor([0, 4]))) == 1
+    assert _reads(lambda: pack(x, cu.clone())) == 1  # equal values, another tensor: checked
+    cu.add_(0)  # an in-place change bumps the version: checked again
+    assert _reads(lambda: pack(x, cu)) == 1
+    with torch.inference_mode():
+        frozen = torch.tensor([0, 5])
+    assert _reads(lambda: pack(x, frozen)) == 1  # inference tensors have no version: checked every time
+    assert _reads(lambda: pack(x, frozen)) == 1
+
+
+def test_boundaries_changed_in_place_are_checked_again():
+    x = torch.randn(5, 6)
+    cu = torch.tensor([0, 2, 5])
+    pack(x, cu)
+    cu[1] = 7
+    with pytest.raises(ValueError, match="non-decreasing"):
+        pack(x, cu)
+    with pytest.raises(ValueError, match="end at the token count 4"):
+        pack(x[:4], torch.tensor([0, 2, 5]))
+
+
+def test_sample_means_read_nothing_back():
+    x = torch.randn(7, 6)
+    cu = torch.tensor([0, 3, 3, 7])
+    packed = pack(x, cu)
+    with _ScalarReads() as reads:
+        means = packed.sample_means(torch.float64)
+    assert reads.count == 0
+    expected = torch.stack([x[:3].mean(0), torch.zeros(6), x[3:].mean(0)]).double()
+    torch.testing.assert_close(means, expected)
+
+
+def test_layer_forward_reads_boundaries_back_once_per_tensor():
+    """The module's own steps (checks, sample means, modulation, bases) read nothing back but the first check of
+    a boundaries tensor. (The mode does not see inside the backend's custom op.)"""
+    layer = FDLinear(6, 4, num_bases=2)
+    x, cu = torch.randn(7, 6), torch.tensor([0, 3, 3, 7])
+    assert _reads(lambda: layer(x, cu)) == 1
+    assert _reads(lambda: layer(x, cu)) == 0
+    assert _reads(lambda: layer(x, cu.clone())) == 1
+    assert _reads(lambda: layer(x.unflatten(0, (7, 1)))) == 0  # batched input: boundaries made, not checked

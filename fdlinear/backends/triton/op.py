@@ -11,7 +11,8 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from fdlinear.backends.triton.schedule import choose_form, sample_of_rows
+from fdlinear.backends.triton.schedule import choose_form
+from fdlinear.segments import sample_of_rows
 
 FORMS = ("auto", "mix", "expand")
 
@@ -74,7 +75,7 @@ def forward(
             return y
         if form == "mix":
             return launch.mixed_matmul(x, bases, a_in, a_out, beta, bias, cu_seqlens, transposed=False, out=y)
-        launch.expanded_matmul(x, bases, a_in, a_out, beta, sample_of_rows(cu_seqlens, num_rows),
+        launch.expanded_matmul(x, bases, a_in, a_out, beta, sample_of_rows(cu_seqlens, num_rows).to(torch.int32),
                                transposed=False, bias=bias, out=y)
         return y
 
@@ -128,7 +129,7 @@ def backward(
                 launch.mixed_matmul(grad_y, bases, a_out, a_in, beta, None, cu_seqlens, transposed=True, out=dx)
             launch.mixed_weight_grad(grad_y, x, bases, a_in, a_out, beta, cu_seqlens, dbases, da_in, da_out, dbeta)
             return dx, dbases, da_in, da_out, dbeta, dbias
-        rows_sample = sample_of_rows(cu_seqlens, num_rows)
+        rows_sample = sample_of_rows(cu_seqlens, num_rows).to(torch.int32)
         if need_x or need_in:
             launch.expanded_matmul(grad_y, bases, a_out, a_in, beta, rows_sample, transposed=True,
                                    out=dx, partner=x, scale_grad=da_in)

@@ -64,13 +64,6 @@ def row_tiles(cu_seqlens: Tensor, num_rows: int, block_m: int) -> TileSchedule:
     return TileSchedule(tile_sample, torch.where(valid, start, 0).to(torch.int32), block_m)
 
 
-def sample_of_rows(cu_seqlens: Tensor, num_rows: int) -> Tensor:
-    """(T,) int32 sample index of every packed row (empty samples own no rows)."""
-    cu = cu_seqlens.to(torch.int64)
-    rows = torch.arange(num_rows, dtype=torch.int64, device=cu.device)
-    return (torch.searchsorted(cu, rows, right=True) - 1).to(torch.int32)
-
-
 def choose_form(num_rows: int, num_samples: int, num_bases: int) -> str:
     """``"expand"`` when the mean sample is shorter than K rows (K GEMMs over the rows cost less than
     mixing a weight per sample), else ``"mix"``. Uses host-known sizes only."""
