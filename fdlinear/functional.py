@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from fdlinear.backends import get_op, resolve_backend
-from fdlinear.segments import segment_mean
+from fdlinear.segments import BOUNDARY_CACHE, segment_mean
 
 
 @dataclass(frozen=True)
@@ -38,29 +37,6 @@ class PackedInput:
         return segment_mean(rows, self.cu_seqlens)
 
 
-# The cu_seqlens tensor whose values were checked last: (weak reference, its version, the row count). Checking
-# values reads them back to the host, a synchronisation on a GPU; a model passes one boundaries tensor to all its
-# layers (the DVE does), so only the first layer pays for it. An in-place change bumps the version and is
-# checked again; inference tensors have no version counter and are checked every time.
-_last_checked: tuple[weakref.ref, int, int] | None = None
-
-
-def _values_already_checked(cu_seqlens: Tensor, num_rows: int) -> bool:
-    entry = _last_checked
-    return (
-        entry is not None
-        and not torch.is_inference(cu_seqlens)
-        and entry[0]() is cu_seqlens
-        and entry[1:] == (cu_seqlens._version, num_rows)
-    )
-
-
-def _remember_checked(cu_seqlens: Tensor, num_rows: int) -> None:
-    global _last_checked
-    if not torch.is_inference(cu_seqlens):
-        _last_checked = (weakref.ref(cu_seqlens), cu_seqlens._version, num_rows)
-
-
 def _check_cu_seqlens(cu_seqlens: Tensor, x: Tensor) -> None:
     if not isinstance(cu_seqlens, Tensor):
         raise TypeError(f"cu_seqlens must be a tensor, got {type(cu_seqlens).__name__}")
@@ -72,18 +48,23 @@ def _check_cu_seqlens(cu_seqlens: Tensor, x: Tensor) -> None:
         raise ValueError(f"cu_seqlens is on {cu_seqlens.device} but x is on {x.device}")
     if x.dim() != 2:
         raise ValueError(f"with cu_seqlens, x must be packed (T, d_in), got shape {tuple(x.shape)}")
-    if torch.compiler.is_compiling() or _values_already_checked(cu_seqlens, x.shape[0]):
+    if torch.compiler.is_compiling():
         return
+    # Reading the values back is a synchronisation on a GPU: done once per boundaries tensor and version.
+    BOUNDARY_CACHE.get(cu_seqlens, ("checked", x.shape[0]), lambda: _check_values(cu_seqlens, x.shape[0]))
+
+
+def _check_values(cu_seqlens: Tensor, num_rows: int) -> bool:
     steps = cu_seqlens[1:] - cu_seqlens[:-1]
     first, last = cu_seqlens[0], cu_seqlens[-1]
-    flags = torch.stack([first != 0, (steps < 0).any(), last != x.shape[0]])
+    flags = torch.stack([first != 0, (steps < 0).any(), last != num_rows])
     if flags.any().item():  # the one read-back; the messages below read more only when raising
         if flags[0]:
             raise ValueError(f"cu_seqlens must start at 0, got {int(first)}")
         if flags[1]:
             raise ValueError("cu_seqlens must be non-decreasing")
-        raise ValueError(f"cu_seqlens must end at the token count {x.shape[0]}, got {int(last)}")
-    _remember_checked(cu_seqlens, x.shape[0])
+        raise ValueError(f"cu_seqlens must end at the token count {num_rows}, got {int(last)}")
+    return True
 
 
 def check_input(x: Tensor, in_features: int | None = None) -> None:

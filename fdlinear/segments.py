@@ -1,26 +1,104 @@
-"""Vectorised helpers over packed samples described by ``cu_seqlens`` (no Python loop over samples)."""
+"""Vectorised helpers over packed samples described by ``cu_seqlens`` (no Python loop over samples), and the
+cache of what is derived from a ``cu_seqlens`` tensor."""
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
+Derived = TypeVar("Derived")
+
+
+class BoundaryCache:
+    """Values derived from a ``cu_seqlens`` tensor (its check, tile schedules, row → sample maps), remembered
+    while that very tensor lives unchanged.
+
+    The layers of a model share one boundaries tensor (the DVE passes the same one to every layer), so each
+    derived value is computed once per forward instead of once per layer and pass; on a GPU each computation
+    is a string of small launches or a read-back to the host. An entry is used only for the same tensor object
+    (a weak reference) at the same version, so an in-place change recomputes it. Nothing is remembered for
+    inference tensors (they have no version counter), while compiling, or during CUDA graph capture (the
+    values would live in the graph's memory pool).
+    """
+
+    def __init__(self, capacity: int = 32) -> None:
+        self._entries: OrderedDict[tuple, tuple[weakref.ref, int, object]] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._dead: deque[weakref.ref] = deque()  # references whose tensor died: their entries go at the next get
+
+    def get(self, cu_seqlens: Tensor, key: tuple, compute: Callable[[], Derived]) -> Derived:
+        """``compute()``, or its remembered result for this tensor, version and ``key`` (what else it depends on)."""
+        if not self._cacheable(cu_seqlens):
+            return compute()
+        full_key = (id(cu_seqlens), *key)
+        with self._lock:
+            self._drop_dead()
+            entry = self._entries.get(full_key)
+            if entry is not None and entry[0]() is cu_seqlens and entry[1] == cu_seqlens._version:
+                self._entries.move_to_end(full_key)
+                return entry[2]
+        value = compute()
+        with self._lock:
+            self._entries[full_key] = (weakref.ref(cu_seqlens, self._dead.append), cu_seqlens._version, value)
+            self._entries.move_to_end(full_key)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._entries.clear()
+            self._dead.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _drop_dead(self) -> None:
+        """Drop the entries of tensors that died (their derived values may be large device tensors)."""
+        if not self._dead:
+            return
+        dead = set()
+        while self._dead:
+            dead.add(id(self._dead.popleft()))  # by identity: a dead reference cannot be hashed
+        for full_key in [k for k, entry in self._entries.items() if id(entry[0]) in dead]:
+            del self._entries[full_key]
+
+    @staticmethod
+    def _cacheable(cu_seqlens: Tensor) -> bool:
+        if torch.compiler.is_compiling() or torch.is_inference(cu_seqlens):
+            return False
+        return not (cu_seqlens.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
+BOUNDARY_CACHE = BoundaryCache()
+
 
 def sample_of_rows(cu_seqlens: Tensor, num_rows: int) -> Tensor:
     """(T,) int64 sample index of every row, for (S+1,) boundaries over ``num_rows`` packed rows. No host
-    synchronisation: the output size is given, so it runs asynchronously on a GPU."""
-    cu = cu_seqlens.to(torch.int64)
-    samples = torch.arange(cu.shape[0] - 1, device=cu.device)
-    return torch.repeat_interleave(samples, cu[1:] - cu[:-1], output_size=num_rows)
+    synchronisation (the output size is given); remembered per boundaries tensor (:class:`BoundaryCache`)."""
+    def compute() -> Tensor:
+        cu = cu_seqlens.to(torch.int64)
+        samples = torch.arange(cu.shape[0] - 1, device=cu.device)
+        return torch.repeat_interleave(samples, cu[1:] - cu[:-1], output_size=num_rows)
+
+    return BOUNDARY_CACHE.get(cu_seqlens, ("sample_of_rows", num_rows), compute)
 
 
 def segment_mean(rows: Tensor, cu_seqlens: Tensor) -> Tensor:
     """(T, d) packed rows → (S, d) mean of each sample's rows (zeros for an empty sample), without host
     synchronisation (unlike :class:`Segments`, which reads the longest length back)."""
     cu = cu_seqlens.to(torch.int64)
-    total = rows.new_zeros(cu.shape[0] - 1, rows.shape[-1]).index_add_(0, sample_of_rows(cu, rows.shape[0]), rows)
+    total = rows.new_zeros(cu.shape[0] - 1, rows.shape[-1])
+    total.index_add_(0, sample_of_rows(cu_seqlens, rows.shape[0]), rows)
     return total / (cu[1:] - cu[:-1]).clamp(min=1).unsqueeze(-1).to(total.dtype)
 
 
@@ -55,7 +133,7 @@ class Segments:
         """Build the layout from (S+1,) boundaries over ``num_rows`` packed rows."""
         cu = cu_seqlens.to(torch.int64)
         lengths = cu[1:] - cu[:-1]
-        sample_of_row = sample_of_rows(cu, num_rows)
+        sample_of_row = sample_of_rows(cu_seqlens, num_rows)
         position_of_row = torch.arange(num_rows, device=cu.device) - cu[sample_of_row]
         max_length = int(lengths.max()) if lengths.numel() else 0
         return cls(cu, lengths, sample_of_row, position_of_row, max_length)

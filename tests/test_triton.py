@@ -297,6 +297,22 @@ def test_fdlinear_module_end_to_end():
             got.grad, want.grad = None, None
 
 
+def test_tile_schedule_is_built_once_per_boundaries_tensor(monkeypatch):
+    """Layers sharing one cu_seqlens (as in the DVE) build the mix-form schedule once for forward and dX."""
+    from fdlinear.backends.triton import launch
+
+    built = []
+    monkeypatch.setattr(launch, "row_tiles", lambda *args: built.append(args) or row_tiles(*args))
+    layers = [_randomised_module("triton") for _ in range(2)]
+    x = torch.randn(12, 13, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    cu = torch.tensor([0, 4, 4, 5, 12], device=DEVICE)
+    (layers[0](x, cu).sum() + layers[1](x, cu).sum()).backward()
+    assert len(built) == 1
+    cu.add_(0)  # changed in place: built again
+    layers[0](x, cu)
+    assert len(built) == 2
+
+
 def test_from_linear_is_exact_at_init():
     torch.manual_seed(21)
     linear = torch.nn.Linear(37, 19, dtype=torch.float64, device=DEVICE)

@@ -14,6 +14,7 @@ from fdlinear.backends.triton.configs import expand_block_m, mix_block_m
 from fdlinear.backends.triton.grad_kernels import expanded_basis_grad_kernel, mixed_weight_grad_kernel
 from fdlinear.backends.triton.matmul_kernels import INTERPRETED, expanded_matmul_kernel, mixed_matmul_kernel
 from fdlinear.backends.triton.schedule import row_tiles
+from fdlinear.segments import BOUNDARY_CACHE
 
 __all__ = [
     "INTERPRETED",
@@ -76,7 +77,9 @@ def mixed_matmul(
     num_rows, r_size = x.shape
     n_size = out.shape[1]
     num_samples = cu_seqlens.shape[0] - 1
-    schedule = row_tiles(cu_seqlens, num_rows, mix_block_m(num_rows, num_samples, INTERPRETED))
+    block_m = mix_block_m(num_rows, num_samples, INTERPRETED)
+    schedule = BOUNDARY_CACHE.get(cu_seqlens, ("row_tiles", num_rows, block_m),
+                                  lambda: row_tiles(cu_seqlens, num_rows, block_m))
     if schedule.num_tiles == 0 or n_size == 0:
         return out
     stride_k, stride_n, stride_r = _basis_strides(bases, transposed)
