@@ -48,7 +48,7 @@ def _check_cu_seqlens(cu_seqlens: Tensor, x: Tensor) -> None:
         raise ValueError(f"cu_seqlens is on {cu_seqlens.device} but x is on {x.device}")
     if x.dim() != 2:
         raise ValueError(f"with cu_seqlens, x must be packed (T, d_in), got shape {tuple(x.shape)}")
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or cu_seqlens.device.type == "meta":  # no values to check
         return
     # Reading the values back is a synchronisation on a GPU: done once per boundaries tensor and version.
     BOUNDARY_CACHE.get(cu_seqlens, ("checked", x.shape[0]), lambda: _check_values(cu_seqlens, x.shape[0]))

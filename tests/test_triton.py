@@ -25,7 +25,7 @@ import triton  # noqa: E402
 from op_cases import GRAD_NAMES, assert_matches_reference, make_case, reference_op, run_op  # noqa: E402
 
 from fdlinear import FDLinear  # noqa: E402
-from fdlinear.backends import default_backend, resolve_backend  # noqa: E402
+from fdlinear.backends import default_backend, get_op, resolve_backend  # noqa: E402
 from fdlinear.backends.triton import configs, op  # noqa: E402
 from fdlinear.backends.triton.schedule import choose_form, row_tiles  # noqa: E402
 from fdlinear.functional import fdlinear  # noqa: E402
@@ -311,6 +311,16 @@ def test_tile_schedule_is_built_once_per_boundaries_tensor(monkeypatch):
     cu.add_(0)  # changed in place: built again
     layers[0](x, cu)
     assert len(built) == 2
+
+
+@pytest.mark.parametrize("form", ["mix", "expand"])
+def test_eager_path_equals_the_custom_op_bitwise(form):
+    op = get_op("triton")
+    case = make_case([5, 0, 1, 9], 11, 7, 3)
+    eager_y, eager_grads = run_op(op.eager.apply, case, torch.float32, DEVICE, form=form)
+    custom_y, custom_grads = run_op(op.custom_op, case, torch.float32, DEVICE, form=form)
+    assert torch.equal(eager_y, custom_y)
+    assert all(torch.equal(e, c) for e, c in zip(eager_grads, custom_grads))
 
 
 def test_from_linear_is_exact_at_init():

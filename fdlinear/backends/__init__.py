@@ -1,19 +1,17 @@
 """FDLinear backends: ``reference`` (PyTorch), ``triton`` (fused kernels), ``native`` (csrc/).
 
-:func:`get_op` returns the differentiable custom op of a backend; :func:`resolve_backend`
+:func:`get_op` returns the differentiable op of a backend; :func:`resolve_backend`
 picks one from an explicit name, the ``FDLINEAR_BACKEND`` environment variable or the device.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 import torch
-from torch import Tensor
 
 from fdlinear.backends import reference
-from fdlinear.backends.registry import register_backend, registered_backends
+from fdlinear.backends.registry import BackendOp, register_backend, registered_backends
 
 BACKENDS = ("reference", "triton", "native")
 ENV_VAR = "FDLINEAR_BACKEND"
@@ -60,6 +58,7 @@ def default_backend(device: torch.device) -> str:
     return preferred if preferred in registered_backends() else "reference"
 
 
-def get_op(name: str) -> Callable[..., Tensor]:
-    """The forward custom op of backend ``name`` (see :func:`register_backend` for its signature)."""
+def get_op(name: str) -> BackendOp:
+    """The differentiable op of backend ``name``: its custom op, or the same computation as an autograd.Function
+    for eager calls (see :class:`~fdlinear.backends.registry.BackendOp`)."""
     return registered_backends()[name]
