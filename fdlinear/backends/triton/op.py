@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from fdlinear.backends.triton.schedule import choose_form
-from fdlinear.segments import sample_of_rows
+from fdlinear.segments import BOUNDARY_CACHE, sample_of_rows
 
 FORMS = ("auto", "mix", "expand")
 
@@ -42,6 +42,12 @@ def kernels_for(device: torch.device) -> ModuleType:
 def on_device(device: torch.device) -> contextlib.AbstractContextManager:
     """Triton launches on the current CUDA device: make it ``device`` (tensors on cuda:1 while cuda:0 is current)."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _rows_sample(cu_seqlens: Tensor, num_rows: int) -> Tensor:
+    """(T,) int32 sample of every row, as the expand kernels read it (once per boundaries tensor)."""
+    return BOUNDARY_CACHE.get(cu_seqlens, ("sample_of_rows_int32", num_rows),
+                              lambda: sample_of_rows(cu_seqlens, num_rows).to(torch.int32))
 
 
 def _resolve(form: str, num_rows: int, num_samples: int, num_bases: int) -> str:
@@ -75,10 +81,9 @@ def forward(
             return y
         if form == "mix":
             return launch.mixed_matmul(x, bases, a_in, a_out, beta, bias, cu_seqlens, transposed=False, out=y)
-        launch.expanded_matmul(x, bases, a_in, a_out, beta, sample_of_rows(cu_seqlens, num_rows).to(torch.int32),
-                               transposed=False, bias=bias, out=y)
+        launch.expanded_matmul(x, bases, a_in, a_out, beta, _rows_sample(cu_seqlens, num_rows), transposed=False,
+                               bias=bias, out=y)
         return y
-
 
 
 def backward(
@@ -129,7 +134,7 @@ def backward(
                 launch.mixed_matmul(grad_y, bases, a_out, a_in, beta, None, cu_seqlens, transposed=True, out=dx)
             launch.mixed_weight_grad(grad_y, x, bases, a_in, a_out, beta, cu_seqlens, dbases, da_in, da_out, dbeta)
             return dx, dbases, da_in, da_out, dbeta, dbias
-        rows_sample = sample_of_rows(cu_seqlens, num_rows).to(torch.int32)
+        rows_sample = _rows_sample(cu_seqlens, num_rows)
         if need_x or need_in:
             launch.expanded_matmul(grad_y, bases, a_out, a_in, beta, rows_sample, transposed=True,
                                    out=dx, partner=x, scale_grad=da_in)
