@@ -48,7 +48,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     groups: dict[str, list] = {}
     for bench in session.benchmarks:
-        groups.setdefault(bench.group or "", []).append(bench)
+        if "paired_ratio" not in bench.extra_info:  # paired groups get their own table below
+            groups.setdefault(bench.group or "", []).append(bench)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
     write = terminalreporter.write_line
     write("")
@@ -62,3 +63,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             peak = bench.extra_info.get("peak_mb")
             impl = bench.extra_info.get("impl", bench.name)
             write(f"{group:<48} {impl:<22} {median * 1e3:>10.3f} {ratio:>12} {'' if peak is None else f'{peak:.0f}':>9}")
+    paired = [b for b in session.benchmarks if "paired_ratio" in b.extra_info]
+    if paired:
+        write("")
+        write(f"{'paired group (alternating calls)':<48} {'op ms':>10} {'nn.Linear ms':>13} {'op / nn.Linear':>15}")
+        for bench in sorted(paired, key=lambda b: b.group or ""):
+            info = bench.extra_info
+            write(f"{bench.group:<48} {info['op_ms']:>10.3f} {info['linear_ms']:>13.3f} {info['paired_ratio']:>15.2f}")

@@ -5,7 +5,9 @@ CPU (fp32, 2 threads, see conftest.py): 8 samples x 256 tokens for 512->1024 and
 case (4,096 one-row samples, 256->256); forward and forward+backward. Rows: ``native`` / ``reference`` (the whole
 FDLinear layer: modulation, bases and op), ``native_op`` / ``reference_op`` (the op alone, modulations and bases
 computed once outside the timing), ``nn.Linear`` and ``per_sample_loop``. The ``form crossover`` groups time the
-native op's two forms against the mean sample length (the basis of its automatic choice).
+native op's two forms against the mean sample length (the basis of its automatic choice). The ``native paired``
+groups call nn.Linear and the op alternately in each round, so their ratio (``paired_ratio``) is immune to the
+slow drift of a shared machine.
 GPU (bf16, skipped without CUDA): the Qwen2.5-VL ViT projections, 8 images x 1024 tokens, native beside triton.
 
     pytest benchmarks/test_bench_native.py
@@ -14,6 +16,8 @@ GPU (bf16, skipped without CUDA): the Qwen2.5-VL ViT projections, 8 images x 102
 from __future__ import annotations
 
 import functools
+import statistics
+import time
 
 import pytest
 import torch
@@ -96,6 +100,36 @@ def _bench(benchmark, impl, case, backward, device, dtype):
 @pytest.mark.parametrize("case", CPU_CASES, ids=[c[0] for c in CPU_CASES])
 def test_cpu(benchmark, case, impl, backward):
     _bench(benchmark, impl, case, backward, "cpu", torch.float32)
+
+
+PAIRED_ROUNDS, PAIRED_WARMUP = 40, 3
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("case", CPU_CASES[:2], ids=[c[0] for c in CPU_CASES[:2]])
+def test_cpu_paired(benchmark, case, backward):
+    """The issue's target ratios with the machine's drift cancelled: nn.Linear and the native op called in
+    alternating order within each round; ``extra_info["paired_ratio"]`` is the ratio of their medians."""
+    name, samples, tokens, d_in, d_out = case
+    layer = active_layer(d_in, d_out, NUM_BASES).train()
+    linear = nn.Linear(d_in, d_out)
+    x, cu = packed_tokens(samples, tokens, d_in)
+    x.requires_grad_(backward)
+    runs = {impl: _step(_forward(impl, layer, linear, x, cu), backward) for impl in ("nn.Linear", "native_op")}
+    times: dict[str, list[float]] = {impl: [] for impl in runs}
+
+    def paired() -> None:
+        order = list(runs) if len(times["native_op"]) % 2 == 0 else list(reversed(runs))
+        for impl in order:
+            start = time.perf_counter()
+            runs[impl]()
+            times[impl].append(time.perf_counter() - start)
+
+    benchmark.group = f"native paired | {name} K={NUM_BASES} {'fwd+bwd' if backward else 'fwd'} float32"
+    benchmark.pedantic(paired, rounds=PAIRED_ROUNDS, warmup_rounds=PAIRED_WARMUP)
+    op_ms, linear_ms = (statistics.median(times[impl][PAIRED_WARMUP:]) * 1e3 for impl in ("native_op", "nn.Linear"))
+    benchmark.extra_info.update(impl="native_op + nn.Linear, paired", op_ms=op_ms, linear_ms=linear_ms,
+                                paired_ratio=op_ms / linear_ms, cpu_isa=torch.ops.fdlinear_native.cpu_isa())
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
