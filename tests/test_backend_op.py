@@ -30,8 +30,8 @@ class Recorder(TorchDispatchMode):
 def test_eager_path_equals_the_custom_op_bitwise(backend, bias):
     op = get_op(backend)
     case = make_case([5, 0, 1, 9], 11, 7, 3, bias=bias)
-    eager_y, eager_grads = run_op(op.eager.apply, case, torch.float32, form="auto")
-    custom_y, custom_grads = run_op(op.custom_op, case, torch.float32, form="auto")
+    eager_y, eager_grads = run_op(lambda *args: op.eager.apply(*args, "auto"), case, torch.float32)  # positional:
+    custom_y, custom_grads = run_op(op.custom_op, case, torch.float32, form="auto")  # apply takes no keywords
     assert torch.equal(eager_y, custom_y)
     for eager, custom in zip(eager_grads, custom_grads):
         assert (eager is None and custom is None) or torch.equal(eager, custom)
