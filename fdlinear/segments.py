@@ -166,8 +166,3 @@ class Segments:
         rows = rows if dtype is None else rows.to(dtype)
         out = rows.new_zeros(self.num_samples, rows.shape[-1])
         return out.index_add_(0, self.sample_of_row, rows)
-
-    def mean(self, rows: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-        """(T, d) → (S, d) mean of each sample's rows; zeros for an empty sample."""
-        total = self.sum(rows, dtype)
-        return total / self.lengths.clamp(min=1).unsqueeze(-1).to(total.dtype)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fdlinear  # noqa: F401  (registers the backends' custom ops)
 
@@ -127,3 +128,20 @@ def naive_fdlinear(x, bases, a_in, a_out, beta, bias, cu_seqlens) -> Tensor:
         outputs.append(rows @ weight.T)
     y = torch.cat(outputs) if outputs else x.new_zeros(0, bases.shape[1])
     return y if bias is None else y + bias.to(x.dtype)
+
+
+class DispatchRecorder(TorchDispatchMode):
+    """Records the ops dispatched while it is active (a custom op is one entry: the mode does not see inside it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func)
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def scalar_reads(self) -> int:
+        """Reads of tensor values back to the host (``.item()``, ``int(t)``, ``bool(t)``): syncs on a GPU."""
+        return self.ops.count(torch.ops.aten._local_scalar_dense.default)

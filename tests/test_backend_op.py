@@ -3,26 +3,13 @@ both compute exactly the same thing."""
 
 import pytest
 import torch
-from op_cases import make_case, run_op
-from torch.utils._python_dispatch import TorchDispatchMode
+from op_cases import DispatchRecorder, make_case, run_op
 
 from fdlinear.backends import available_backends, get_op
 from fdlinear.backends.registry import BackendOp
 from fdlinear.functional import fdlinear
 
 CPU_BACKENDS = [name for name in available_backends() if name != "triton"]  # triton: tests/test_triton.py
-
-
-class Recorder(TorchDispatchMode):
-    """Records the ops dispatched while it is active."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(func)
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -52,10 +39,10 @@ def test_only_plain_eager_calls_bypass_the_custom_op():
     tensors = case.tensors(torch.float32)
     assert BackendOp.runs_eagerly(*tensors, case.cu_seqlens)
     assert not BackendOp.runs_eagerly(*(t.to("meta") for t in tensors[:5]), None, case.cu_seqlens.to("meta"))
-    with Recorder():
+    with DispatchRecorder():
         assert not BackendOp.runs_eagerly(*tensors, case.cu_seqlens)
     # under a dispatch mode the op is one node: the mode sees the custom op, not its insides
-    with Recorder() as recorder:
+    with DispatchRecorder() as recorder:
         fdlinear(*tensors, case.cu_seqlens, backend="reference")
     assert torch.ops.fdlinear.reference_forward.default in recorder.ops
     # meta tensors take the custom op's fake implementation

@@ -3,7 +3,7 @@
 import pytest
 import torch
 from module_cases import active_layer, packed_input
-from torch.utils._python_dispatch import TorchDispatchMode
+from op_cases import DispatchRecorder
 
 from fdlinear import FDLinear, fdlinear
 from fdlinear.functional import pack
@@ -98,24 +98,10 @@ def test_nan_in_one_sample_stays_there(seqlens):
     torch.testing.assert_close(out[~inside], clean[~inside])
 
 
-class _ScalarReads(TorchDispatchMode):
-    """Counts reads of tensor values back to the host (``.item()``, ``int(t)``, ``bool(t)``): on a GPU each one
-    is a synchronisation."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:
-            self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
 def _reads(fn) -> int:
-    with _ScalarReads() as reads:
+    with DispatchRecorder() as recorder:
         fn()
-    return reads.count
+    return recorder.scalar_reads
 
 
 def test_boundaries_are_read_back_once_per_tensor():
@@ -148,9 +134,8 @@ def test_sample_means_read_nothing_back():
     x = torch.randn(7, 6)
     cu = torch.tensor([0, 3, 3, 7])
     packed = pack(x, cu)
-    with _ScalarReads() as reads:
-        means = packed.sample_means(torch.float64)
-    assert reads.count == 0
+    assert _reads(lambda: packed.sample_means(torch.float64)) == 0
+    means = packed.sample_means(torch.float64)
     expected = torch.stack([x[:3].mean(0), torch.zeros(6), x[3:].mean(0)]).double()
     torch.testing.assert_close(means, expected)
 
