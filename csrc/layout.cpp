@@ -11,17 +11,17 @@ namespace fdlinear_native {
 namespace {
 
 void check_same_device(const at::Tensor& tensor, const char* name, const at::Tensor& x) {
-  TORCH_CHECK(tensor.device() == x.device(), "fdlinear_native: ", name, " is on ", tensor.device(), " but x is on ",
+  TORCH_CHECK_VALUE(tensor.device() == x.device(), "fdlinear_native: ", name, " is on ", tensor.device(), " but x is on ",
               x.device());
 }
 
 void check_floating(const at::Tensor& tensor, const char* name) {
-  TORCH_CHECK(at::isFloatingType(tensor.scalar_type()), "fdlinear_native: ", name, " must be floating-point, got ",
+  TORCH_CHECK_TYPE(at::isFloatingType(tensor.scalar_type()), "fdlinear_native: ", name, " must be floating-point, got ",
               tensor.scalar_type());
 }
 
 void check_shape(const at::Tensor& tensor, const char* name, at::IntArrayRef shape) {
-  TORCH_CHECK(tensor.sizes() == shape, "fdlinear_native: ", name, " must have shape ", shape, ", got ",
+  TORCH_CHECK_VALUE(tensor.sizes() == shape, "fdlinear_native: ", name, " must have shape ", shape, ", got ",
               tensor.sizes());
 }
 
@@ -35,13 +35,13 @@ int64_t Layout::sample_of(int64_t t, int64_t hint) const {
 
 Layout make_layout(const at::Tensor& x, const at::Tensor& bases, const at::Tensor& a_in, const at::Tensor& a_out,
                    const at::Tensor& beta, const std::optional<at::Tensor>& bias, const at::Tensor& cu_seqlens) {
-  TORCH_CHECK(x.dim() == 2, "fdlinear_native: x must be packed (T, d_in), got shape ", x.sizes());
-  TORCH_CHECK(bases.dim() == 3 && bases.size(2) == x.size(1), "fdlinear_native: bases must have shape (K, d_out, d_in=",
+  TORCH_CHECK_VALUE(x.dim() == 2, "fdlinear_native: x must be packed (T, d_in), got shape ", x.sizes());
+  TORCH_CHECK_VALUE(bases.dim() == 3 && bases.size(2) == x.size(1), "fdlinear_native: bases must have shape (K, d_out, d_in=",
               x.size(1), "), got ", bases.sizes());
-  TORCH_CHECK(bases.size(0) >= 1, "fdlinear_native: bases must hold K >= 1 bases");
-  TORCH_CHECK(cu_seqlens.dim() == 1 && cu_seqlens.numel() >= 1,
+  TORCH_CHECK_VALUE(bases.size(0) >= 1, "fdlinear_native: bases must hold K >= 1 bases");
+  TORCH_CHECK_VALUE(cu_seqlens.dim() == 1 && cu_seqlens.numel() >= 1,
               "fdlinear_native: cu_seqlens must be 1-D with S+1 >= 1 entries, got shape ", cu_seqlens.sizes());
-  TORCH_CHECK(cu_seqlens.scalar_type() == at::kInt || cu_seqlens.scalar_type() == at::kLong,
+  TORCH_CHECK_TYPE(cu_seqlens.scalar_type() == at::kInt || cu_seqlens.scalar_type() == at::kLong,
               "fdlinear_native: cu_seqlens must be int32 or int64, got ", cu_seqlens.scalar_type());
   Layout layout;
   layout.rows = x.size(0);
@@ -69,10 +69,10 @@ Layout make_layout(const at::Tensor& x, const at::Tensor& bases, const at::Tenso
   const at::Tensor host = cu_seqlens.to(at::kCPU, at::kLong).contiguous();
   const int64_t* cu = host.data_ptr<int64_t>();
   layout.bounds.assign(cu, cu + samples + 1);
-  TORCH_CHECK(layout.bounds.front() == 0, "fdlinear_native: cu_seqlens must start at 0, got ", layout.bounds.front());
-  TORCH_CHECK(std::is_sorted(layout.bounds.begin(), layout.bounds.end()),
+  TORCH_CHECK_VALUE(layout.bounds.front() == 0, "fdlinear_native: cu_seqlens must start at 0, got ", layout.bounds.front());
+  TORCH_CHECK_VALUE(std::is_sorted(layout.bounds.begin(), layout.bounds.end()),
               "fdlinear_native: cu_seqlens must be non-decreasing");
-  TORCH_CHECK(layout.bounds.back() == layout.rows, "fdlinear_native: cu_seqlens must end at the token count ",
+  TORCH_CHECK_VALUE(layout.bounds.back() == layout.rows, "fdlinear_native: cu_seqlens must end at the token count ",
               layout.rows, ", got ", layout.bounds.back());
   return layout;
 }
@@ -100,7 +100,7 @@ Form choose_form(const Layout& layout) {
 Form resolve_form(const std::string& form, const Layout& layout) {
   if (form == "mix") return Form::Mix;
   if (form == "expand") return Form::Expand;
-  TORCH_CHECK(form == "auto", "fdlinear_native: form must be one of ('auto', 'mix', 'expand'), got '", form, "'");
+  TORCH_CHECK_VALUE(form == "auto", "fdlinear_native: form must be one of ('auto', 'mix', 'expand'), got '", form, "'");
   return choose_form(layout);
 }
 

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from fdlinear.backends import get_op, resolve_backend
-from fdlinear.segments import BOUNDARY_CACHE, segment_mean
+from fdlinear.backends.registry import UNIFORM
+from fdlinear.segments import check_boundaries_argument, checked_boundaries, segment_mean
 
 
 @dataclass(frozen=True)
@@ -37,34 +38,11 @@ class PackedInput:
         return segment_mean(rows, self.cu_seqlens)
 
 
-def _check_cu_seqlens(cu_seqlens: Tensor, x: Tensor) -> None:
-    if not isinstance(cu_seqlens, Tensor):
-        raise TypeError(f"cu_seqlens must be a tensor, got {type(cu_seqlens).__name__}")
-    if cu_seqlens.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"cu_seqlens must be int32 or int64, got {cu_seqlens.dtype}")
-    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 1:
-        raise ValueError(f"cu_seqlens must be 1-D with S+1 >= 1 entries, got shape {tuple(cu_seqlens.shape)}")
-    if cu_seqlens.device != x.device:
-        raise ValueError(f"cu_seqlens is on {cu_seqlens.device} but x is on {x.device}")
+def _checked_cu_seqlens(cu_seqlens: Tensor, x: Tensor) -> Tensor:
+    check_boundaries_argument(cu_seqlens, x.device)
     if x.dim() != 2:
         raise ValueError(f"with cu_seqlens, x must be packed (T, d_in), got shape {tuple(x.shape)}")
-    if torch.compiler.is_compiling() or cu_seqlens.device.type == "meta":  # no values to check
-        return
-    # Reading the values back is a synchronisation on a GPU: done once per boundaries tensor and version.
-    BOUNDARY_CACHE.get(cu_seqlens, ("checked", x.shape[0]), lambda: _check_values(cu_seqlens, x.shape[0]))
-
-
-def _check_values(cu_seqlens: Tensor, num_rows: int) -> bool:
-    steps = cu_seqlens[1:] - cu_seqlens[:-1]
-    first, last = cu_seqlens[0], cu_seqlens[-1]
-    flags = torch.stack([first != 0, (steps < 0).any(), last != num_rows])
-    if flags.any().item():  # the one read-back; the messages below read more only when raising
-        if flags[0]:
-            raise ValueError(f"cu_seqlens must start at 0, got {int(first)}")
-        if flags[1]:
-            raise ValueError("cu_seqlens must be non-decreasing")
-        raise ValueError(f"cu_seqlens must end at the token count {num_rows}, got {int(last)}")
-    return True
+    return checked_boundaries(cu_seqlens, x.shape[0], x.device)
 
 
 def check_input(x: Tensor, in_features: int | None = None) -> None:
@@ -89,8 +67,7 @@ def pack(x: Tensor, cu_seqlens: Tensor | None = None) -> PackedInput:
     check_input(x)
     d_in = x.shape[-1]
     if cu_seqlens is not None:
-        _check_cu_seqlens(cu_seqlens, x)
-        return PackedInput(x, cu_seqlens, tuple(x.shape[:-1]), None)
+        return PackedInput(x, _checked_cu_seqlens(cu_seqlens, x), tuple(x.shape[:-1]), None)
     if x.dim() == 1:
         rows, per_sample = x.unsqueeze(0), 1
     elif x.dim() == 2:
@@ -107,6 +84,8 @@ def _check_op_args(x: Tensor, bases: Tensor, a_in: Tensor, a_out: Tensor, beta: 
         shape = tuple(bases.shape) if isinstance(bases, Tensor) else type(bases).__name__
         raise ValueError(f"bases must have shape (K, d_out, d_in={x.shape[1]}), got {shape}")
     num_bases, d_out, d_in = bases.shape
+    if num_bases < 1:
+        raise ValueError(f"bases must hold K >= 1 bases, got shape {tuple(bases.shape)}")
     expected = {
         "a_in": (a_in, (num_samples, d_in)),
         "a_out": (a_out, (num_samples, d_out)),
@@ -167,5 +146,6 @@ def fdlinear_packed(
     rows = packed.rows
     _check_op_args(rows, bases, a_in, a_out, beta, bias, packed.cu_seqlens.shape[0] - 1)
     op = get_op(resolve_backend(backend, rows.device))
-    y = op(rows, bases, a_in, a_out, beta, bias, packed.cu_seqlens, "auto")
+    form = "auto" if packed.tokens_per_sample is None else "auto" + UNIFORM  # uniform: no boundaries to check
+    y = op(rows, bases, a_in, a_out, beta, bias, packed.cu_seqlens, form)
     return y.reshape(*packed.leading_shape, bases.shape[1])

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fdlinear import arguments
+
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype modulation and spectral transforms run in: float64 for float64, else float32."""
@@ -54,7 +56,11 @@ class SpectralModulation(nn.Module):
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.num_bases = num_bases
+        in_features = arguments.integer("in_features", in_features, minimum=1)
+        out_features = arguments.integer("out_features", out_features, minimum=1)
+        self.num_bases = arguments.integer("num_bases", num_bases, minimum=1)
+        reduction = arguments.finite_number("reduction", reduction, minimum=0.0)
+        min_channels = arguments.integer("min_channels", min_channels, minimum=1)
         self.hidden_features = max(int(in_features * reduction), min_channels)
         self.fc = nn.Linear(in_features, self.hidden_features, bias=False, **factory)
         self.norm = RMSNorm(self.hidden_features, **factory)

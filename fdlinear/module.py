@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from fdlinear import arguments
+from fdlinear.backends import BACKENDS
 from fdlinear.functional import check_input, fdlinear_packed, pack
 from fdlinear.modulation import SpectralModulation, compute_dtype
 from fdlinear.spectral import (
@@ -29,7 +31,8 @@ class FDLinear(nn.Module):
     Args:
         in_features, out_features: d_in, d_out (>= 1).
         bias: learn an additive bias.
-        num_bases: K >= 1 frequency groups.
+        num_bases: K frequency groups, 1 <= K <= d_out·(d_in//2+1) (the spectral coefficients; each group holds
+            at least one).
         reduction, min_channels: bottleneck width ``max(int(d_in * reduction), min_channels)``.
         partition: ``"default"`` (deterministic, any K) or ``"fdconv"`` (the public reference's).
         backend: ``None`` (automatic), ``"reference"``, ``"triton"`` or ``"native"``.
@@ -56,13 +59,18 @@ class FDLinear(nn.Module):
         backend: str | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(num_bases, int) or num_bases < 1:
-            raise ValueError(f"num_bases must be an integer >= 1, got {num_bases!r}")
+        in_features = arguments.integer("in_features", in_features, minimum=1)
+        out_features = arguments.integer("out_features", out_features, minimum=1)
+        bias = arguments.flag("bias", bias)
+        num_bases = arguments.integer("num_bases", num_bases, minimum=1)
         if partition not in PARTITIONS:
             raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
+        # Derived, deterministic data (checks num_bases against the coefficients): kept as a plain CPU tensor (not
+        # a buffer, so meta-device construction and checkpoint loading never touch it), moved on first use.
+        groups = frequency_groups(out_features, in_features, num_bases, partition)
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"backend must be None or one of {BACKENDS}, got {backend!r}")
+        arguments.floating_dtype("dtype", dtype)
         factory = {"device": device, "dtype": dtype}
         self.in_features = in_features
         self.out_features = out_features
@@ -77,9 +85,7 @@ class FDLinear(nn.Module):
         self.KSM_Global = SpectralModulation(
             in_features, out_features, num_bases, reduction, min_channels, **factory
         )
-        # Derived, deterministic data: kept as a plain CPU tensor (not a buffer, so meta-device construction
-        # and checkpoint loading never touch it) and moved to the parameter's device on first use there.
-        self._groups = frequency_groups(out_features, in_features, num_bases, partition)
+        self._groups = groups
         self._basis_cache = BasisCache()
         self.reset_parameters()
 

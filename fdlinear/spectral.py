@@ -47,12 +47,15 @@ def _frequency_groups(out_features: int, in_features: int, num_bases: int, parti
     Returns:
         int64 tensor of shape ``(d_out, d_in // 2 + 1)`` with values in ``[0, K)`` (CPU).
     """
-    if num_bases < 1:
-        raise ValueError(f"num_bases must be >= 1, got {num_bases}")
     if partition not in PARTITIONS:
         raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
     cols = in_features // 2 + 1
     count = out_features * cols
+    if num_bases < 1 or num_bases > count:
+        raise ValueError(
+            f"num_bases must be between 1 and the {out_features}x{cols} = {count} spectral coefficients "
+            f"(every basis needs at least one), got {num_bases}"
+        )
     if partition == "fdconv":
         if count % num_bases:
             raise ValueError(
@@ -63,11 +66,8 @@ def _frequency_groups(out_features: int, in_features: int, num_bases: int, parti
     else:
         radius = _frequency_radius(out_features, in_features, torch.float64).reshape(-1)
         order = torch.sort(radius, stable=True).indices
-    chunk = count // num_bases
-    if chunk == 0:  # fewer coefficients than bases: the last group takes them all
-        group_of_rank = torch.full((count,), num_bases - 1, dtype=torch.long)
-    else:
-        group_of_rank = torch.clamp(torch.arange(count) // chunk, max=num_bases - 1)
+    chunk = count // num_bases  # >= 1: every group is non-empty, the last one takes the remainder
+    group_of_rank = torch.clamp(torch.arange(count) // chunk, max=num_bases - 1)
     groups = torch.empty(count, dtype=torch.long)
     groups[order] = group_of_rank
     return groups.reshape(out_features, cols)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from op_cases import DispatchRecorder, make_case, run_op
 
+from fdlinear import FDLinear
 from fdlinear.backends import available_backends, get_op
 from fdlinear.backends.registry import BackendOp
 from fdlinear.functional import fdlinear
@@ -58,3 +59,71 @@ def test_double_backward_is_refused(backend):
     (grad_x,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|does not require grad|not differentiable"):
         grad_x.sum().backward()
+
+
+def _float64_case():
+    case = make_case([3, 0, 1, 4], 5, 4, 2)
+    return case, case.tensors(torch.float64, requires_grad=False)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_first_order_functorch_transforms_match_autograd(backend):
+    """torch.func.grad, vjp and jacrev run the op (a custom op's registered autograd does not support them)."""
+    case, tensors = _float64_case()
+    op = get_op(backend)
+
+    def loss(x, bases, a_in, a_out, beta, bias):
+        return op(x, bases, a_in, a_out, beta, bias, case.cu_seqlens, "auto").square().sum()
+
+    grads = torch.func.grad(loss, argnums=tuple(range(6)))(*tensors)
+    leaves = [t.clone().requires_grad_() for t in tensors]
+    expected = torch.autograd.grad(loss(*leaves), leaves)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    jacobian = torch.func.jacrev(lambda x: op(x, *tensors[1:], case.cu_seqlens, "auto"))(tensors[0])
+    reference = torch.autograd.functional.jacobian(lambda x: op(x, *tensors[1:], case.cu_seqlens, "auto"), tensors[0])
+    torch.testing.assert_close(jacobian, reference, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_forward_mode_matches_finite_differences(backend):
+    """torch.func.jvp and torch.autograd.forward_ad give the op's true tangent (the custom op's was silently
+    wrong: it had no forward-mode rule), checked by gradcheck's forward-AD check in float64."""
+    case, tensors = _float64_case()
+    op = get_op(backend)
+    leaves = tuple(t.clone().requires_grad_() for t in tensors)
+    assert torch.autograd.gradcheck(lambda *a: op(*a, case.cu_seqlens, "auto"), leaves, check_forward_ad=True,
+                                    check_backward_ad=False, check_undefined_grad=False, check_batched_grad=False)
+    tangents = tuple(torch.randn_like(t) for t in tensors)
+    _, tangent = torch.func.jvp(lambda *a: op(*a, case.cu_seqlens, "auto"), tuple(tensors), tangents)
+    eps = 1e-6
+    plus = op(*(t + eps * d for t, d in zip(tensors, tangents)), case.cu_seqlens, "auto")
+    minus = op(*(t - eps * d for t, d in zip(tensors, tangents)), case.cu_seqlens, "auto")
+    torch.testing.assert_close(tangent, (plus - minus) / (2 * eps), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_module_under_functorch_grad_and_jvp(backend):
+    torch.manual_seed(0)
+    layer = FDLinear(6, 5, num_bases=2, backend=backend).double()
+    with torch.no_grad():
+        for head in layer.KSM_Global.heads():
+            head.weight.normal_()
+    x, cu = torch.randn(7, 6, dtype=torch.float64), torch.tensor([0, 3, 7])
+    params = {name: p.detach() for name, p in layer.named_parameters()}
+    grads = torch.func.grad(lambda p: torch.func.functional_call(layer, p, (x, cu)).square().sum())(params)
+    layer(x, cu).square().sum().backward()
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-10, atol=1e-12)
+    direction = torch.randn_like(x)
+    _, tangent = torch.func.jvp(lambda x: layer(x, cu), (x,), (direction,))
+    jacobian = torch.autograd.functional.jacobian(lambda x: layer(x, cu), x)
+    torch.testing.assert_close(tangent, torch.einsum("toij,ij->to", jacobian, direction), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_second_order_transforms_are_refused(backend):
+    case, tensors = _float64_case()
+    op = get_op(backend)
+    with pytest.raises(RuntimeError, match="vmap"):
+        torch.func.hessian(lambda x: op(x, *tensors[1:], case.cu_seqlens, "auto").square().sum())(tensors[0])

@@ -181,26 +181,30 @@ def test_nan_in_one_sample_stays_in_that_sample(form, poisoned):
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
+    ("change", "error", "message"),
     [
-        ({"form": "dense"}, "form"),
-        ({"cu_seqlens": torch.tensor([0, 2, 5])}, "cu_seqlens"),
-        ({"cu_seqlens": torch.tensor([0, 7, 6])}, "non-decreasing"),
-        ({"cu_seqlens": torch.tensor([0, 2, 6], dtype=torch.float32)}, "cu_seqlens"),
-        ({"a_in": torch.ones(2, 5)}, "a_in"),
-        ({"a_out": torch.ones(3, 4)}, "a_out"),
-        ({"beta": torch.ones(2, 3)}, "beta"),
-        ({"bases": torch.ones(2, 4, 3)}, "bases"),
-        ({"bias": torch.ones(5)}, "bias"),
+        ({"form": "dense"}, ValueError, "form"),
+        ({"cu_seqlens": torch.tensor([0, 2, 5])}, ValueError, "cu_seqlens"),
+        ({"cu_seqlens": torch.tensor([0, 7, 6])}, ValueError, "non-decreasing"),
+        ({"cu_seqlens": torch.tensor([0, 2, 6], dtype=torch.float32)}, TypeError, "cu_seqlens"),
+        ({"a_in": torch.ones(2, 5)}, ValueError, "a_in"),
+        ({"a_out": torch.ones(3, 4)}, ValueError, "a_out"),
+        ({"beta": torch.ones(2, 3)}, ValueError, "beta"),
+        ({"beta": torch.ones(2, 2, dtype=torch.int64)}, TypeError, "beta must be floating-point"),
+        ({"bases": torch.ones(2, 4, 3)}, ValueError, "bases"),
+        ({"bases": torch.ones(0, 4, 6), "beta": torch.ones(2, 0)}, ValueError, "K >= 1"),
+        ({"bias": torch.ones(5)}, ValueError, "bias"),
     ],
 )
-def test_raw_op_rejects_bad_arguments_by_name(change, message):
+def test_raw_op_rejects_bad_arguments_by_name(change, error, message):
+    """The extension's own checks raise the Python error types of the documented contract (ValueError for
+    values and shapes, TypeError for dtypes), also when called directly, never a generic RuntimeError."""
     case = make_case([2, 4], 6, 4, 2)
     x, bases, a_in, a_out, beta, bias, cu = raw_inputs(case)
     args = {"x": x, "bases": bases, "a_in": a_in, "a_out": a_out, "beta": beta, "bias": bias, "cu_seqlens": cu,
             "form": "auto"}
     args.update(change)
-    with pytest.raises(RuntimeError, match=message):
+    with pytest.raises(error, match=message):
         torch.ops.fdlinear_native.forward(*args.values())
 
 
@@ -335,5 +339,5 @@ def test_zero_feature_dims(d_in, d_out, form, device):
 def test_bad_form_is_rejected_without_rows(device):
     case = make_case([0, 0], 5, 4, 2)
     args = (*case.tensors(torch.float32, device, requires_grad=False), case.cu_seqlens.to(device))
-    with pytest.raises(RuntimeError, match="form must be one of"):
+    with pytest.raises(ValueError, match="form must be one of"):
         torch.ops.fdlinear.native_forward(*args, "fast")

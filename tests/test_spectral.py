@@ -13,7 +13,7 @@ from fdlinear.spectral import (
 )
 
 
-@pytest.mark.parametrize("d_out,d_in,k", [(7, 13, 3), (16, 16, 4), (5, 4, 1), (1, 1, 4), (33, 20, 8)])
+@pytest.mark.parametrize("d_out,d_in,k", [(7, 13, 3), (16, 16, 4), (5, 4, 1), (1, 1, 1), (2, 3, 4), (33, 20, 8)])
 def test_default_partition_is_complete_ordered_and_deterministic(d_out, d_in, k):
     groups = frequency_groups(d_out, d_in, k)
     assert groups.shape == (d_out, d_in // 2 + 1)
@@ -21,15 +21,22 @@ def test_default_partition_is_complete_ordered_and_deterministic(d_out, d_in, k)
     assert groups.min() >= 0 and groups.max() <= k - 1
     count = groups.numel()
     sizes = torch.bincount(groups.flatten(), minlength=k)
-    if count >= k:  # equal chunks, last takes the remainder
-        assert (sizes[:-1] == count // k).all() and sizes[-1] == count - (k - 1) * (count // k)
+    # equal chunks, the last takes the remainder: every group is non-empty
+    assert (sizes[:-1] == count // k).all() and sizes[-1] == count - (k - 1) * (count // k)
     rows = torch.fft.fftfreq(d_out, dtype=torch.float64)
     cols = torch.fft.rfftfreq(d_in, dtype=torch.float64)
     radius = (rows[:, None] ** 2 + cols[None, :] ** 2).sqrt()
     for lo in range(k - 1):  # group k holds no frequency above any frequency of group k+1
         if sizes[lo] and sizes[lo + 1]:
             assert radius[groups == lo].max() <= radius[groups == lo + 1].min() + 1e-12
-    assert groups.flatten()[0] == 0 or count < k  # the DC coefficient is in the lowest group
+    assert groups.flatten()[0] == 0  # the DC coefficient is in the lowest group
+
+
+@pytest.mark.parametrize("partition", ["default", "fdconv"])
+def test_more_bases_than_coefficients_are_refused(partition):
+    """1x1 has one coefficient: K = 4 used to leave three bases empty, silently a one-basis layer."""
+    with pytest.raises(ValueError, match="between 1 and the 1x1 = 1 spectral coefficients"):
+        frequency_groups(1, 1, 4, partition)
 
 
 def test_fdconv_partition_requires_divisible_count():

@@ -1,12 +1,23 @@
 """Bad input gets a clear error naming the argument before any kernel runs; NaN stays inside its sample."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from module_cases import active_layer, packed_input
 from op_cases import DispatchRecorder
 
 from fdlinear import FDLinear, fdlinear
+from fdlinear.backends import available_backends
 from fdlinear.functional import pack
+from fdlinear.segments import checked_boundaries
+
+ALL_BACKENDS = available_backends()  # triton runs under TRITON_INTERPRET=1 without a GPU (tests/conftest.py)
+CPU_BACKENDS = [name for name in ALL_BACKENDS if name != "triton"]
 
 
 @pytest.fixture
@@ -59,9 +70,112 @@ def test_bad_construction(kwargs, match):
         FDLinear(**args)
 
 
-def test_bad_backend(layer):
-    with pytest.raises(ValueError, match="backend must be one of"):
-        FDLinear(6, 4, backend="cuda-magic")(torch.randn(2, 6))
+def test_bad_backend(layer, monkeypatch):
+    with pytest.raises(ValueError, match="backend must be None or one of"):
+        FDLinear(6, 4, backend="cuda-magic")  # at construction, not at the first forward
+    monkeypatch.setenv("FDLINEAR_BACKEND", "cuda-magic")
+    with pytest.raises(ValueError, match="FDLINEAR_BACKEND must be one of"):
+        layer(torch.randn(2, 6))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"in_features": True}, TypeError, "in_features must be an integer, got bool"),
+        ({"out_features": 4.0}, TypeError, "out_features must be an integer, got float"),
+        ({"num_bases": True}, TypeError, "num_bases must be an integer, got bool"),
+        ({"num_bases": "4"}, TypeError, "num_bases must be an integer"),
+        ({"bias": "yes"}, TypeError, "bias must be a bool"),
+        ({"reduction": float("nan")}, ValueError, "reduction must be finite"),
+        ({"reduction": float("inf")}, ValueError, "reduction must be finite"),
+        ({"reduction": -0.5}, ValueError, "reduction must be >= 0"),
+        ({"reduction": "0.1"}, TypeError, "reduction must be a real number"),
+        ({"min_channels": 0}, ValueError, "min_channels must be an integer >= 1"),
+        ({"min_channels": False}, TypeError, "min_channels must be an integer, got bool"),
+        ({"dtype": torch.int64}, TypeError, "dtype must be a floating-point torch dtype"),
+        # 2x2 spectral coefficients for 3 -> 2: five bases would leave one empty (silently fewer bases before)
+        ({"in_features": 3, "out_features": 2, "num_bases": 5}, ValueError, "between 1 and the 2x2 = 4 spectral"),
+    ],
+)
+def test_bad_construction_names_the_argument(kwargs, error, match):
+    args = {"in_features": 6, "out_features": 4, **kwargs}
+    with pytest.raises(error, match=match):
+        FDLinear(**args)
+
+
+def test_integer_arguments_of_other_types_are_taken_as_nn_linear_takes_them():
+    layer = FDLinear(np.int64(6), np.int32(4), num_bases=np.int16(2), min_channels=np.int64(8))
+    assert (layer.in_features, layer.out_features, layer.num_bases) == (6, 4, 2)
+    assert all(type(v) is int for v in (layer.in_features, layer.out_features, layer.num_bases))
+    assert layer(torch.randn(3, 6)).shape == (3, 4)
+    every_coefficient = FDLinear(3, 2, num_bases=4)  # K = number of coefficients: one each, none empty
+    assert torch.unique(every_coefficient.frequency_groups).tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_zero_bases_are_refused_by_every_backend(backend):
+    x = torch.randn(3, 6)
+    with pytest.raises(ValueError, match="bases must hold K >= 1"):
+        fdlinear(x, torch.randn(0, 4, 6), torch.ones(3, 6), torch.ones(3, 4), torch.ones(3, 0), backend=backend)
+
+
+def test_inconsistent_boundaries_never_abort_the_process():
+    """Eager and compiled layers, the functional op, every raw custom op (forward and backward, each form) and the
+    row-map helpers, on boundaries that disagree with the rows: ValueError naming cu_seqlens, never a write out
+    of bounds. (Compiled code used to skip the check and die in repeat_interleave: `free(): invalid next size`.)
+    A separate process, since the failure is the death of the process."""
+    script = Path(__file__).with_name("inconsistent_boundaries.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    result = subprocess.run([sys.executable, str(script), *ALL_BACKENDS], capture_output=True, text=True,
+                            timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "ALL OK" in result.stdout
+    for backend in ALL_BACKENDS:
+        assert f"{backend}: ValueError everywhere" in result.stdout
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_boundaries_changed_where_torch_does_not_count_are_seen(backend):
+    """A cu_seqlens sharing a numpy buffer, or edited through .data, keeps its version: the values decide."""
+    layer = active_layer(6, 4, dtype=torch.float64, backend=backend)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    buffer = np.array([0, 2, 5])
+    shared = torch.from_numpy(buffer)
+    layer(x, shared)
+    buffer[1] = 3
+    torch.testing.assert_close(layer(x, shared), layer(x, torch.tensor([0, 3, 5])), rtol=0, atol=0)
+    buffer[1] = 9
+    with pytest.raises(ValueError, match="non-decreasing"):
+        layer(x, shared)
+    cu = torch.tensor([0, 2, 5])
+    layer(x, cu)
+    version = cu._version
+    cu.data[1] = 4
+    assert cu._version == version  # torch did not count it
+    torch.testing.assert_close(layer(x, cu), layer(x, torch.tensor([0, 4, 5])), rtol=0, atol=0)
+
+
+def test_kernels_read_a_private_checked_copy():
+    x = torch.randn(5, 6)
+    cu = torch.tensor([0, 2, 5])
+    checked = pack(x, cu).cu_seqlens
+    assert checked is not cu and torch.equal(checked, cu)
+    assert pack(x, cu).cu_seqlens is checked  # the same copy while cu is unchanged
+    assert checked_boundaries(checked, 5, x.device) is checked  # already checked: no second check
+    with pytest.raises(ValueError, match="end at the token count 4"):
+        checked_boundaries(checked, 4, x.device)  # checked for another row count: checked again
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_uniform_form_rebuilds_the_boundaries_from_the_sizes(backend):
+    """Batched and per-row inputs reach the op with the ':uniform' form: whatever values come with it, the op uses
+    equal samples built from the sizes (nothing to read back), and refuses sizes that cannot be equal samples."""
+    args = [torch.randn(6, 5), torch.randn(2, 3, 5), torch.rand(3, 5), torch.rand(3, 3), torch.rand(3, 2), None]
+    raw = getattr(torch.ops.fdlinear, f"{backend}_forward")
+    expected = raw(*args, torch.tensor([0, 2, 4, 6]), "auto")
+    assert torch.equal(raw(*args, torch.tensor([0, 99, -7, 1]), "auto:uniform"), expected)
+    with pytest.raises(ValueError, match="7 rows cannot form 3 samples of equal length"):
+        raw(torch.randn(7, 5), *args[1:], torch.tensor([0, 2, 4, 7]), "auto:uniform")
 
 
 def test_functional_checks_every_argument():

@@ -471,9 +471,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   const c10::cuda::CUDAGuard device_guard(x.device());
   const Layout layout = make_layout(x, bases, a_in, a_out, beta, std::nullopt, cu_seqlens);
-  TORCH_CHECK(grad_y.dim() == 2 && grad_y.size(0) == layout.rows && grad_y.size(1) == layout.d_out,
+  TORCH_CHECK_VALUE(grad_y.dim() == 2 && grad_y.size(0) == layout.rows && grad_y.size(1) == layout.d_out,
               "fdlinear_native: grad_y must have shape (", layout.rows, ", ", layout.d_out, "), got ", grad_y.sizes());
-  TORCH_CHECK(grad_y.device() == x.device(), "fdlinear_native: grad_y is on ", grad_y.device(), " but x is on ",
+  TORCH_CHECK_VALUE(grad_y.device() == x.device(), "fdlinear_native: grad_y is on ", grad_y.device(), " but x is on ",
               x.device());
   const Form chosen = resolve_form(std::string(form), layout);
   const at::Tensor grad = grad_y.detach().to(x.scalar_type()).contiguous();

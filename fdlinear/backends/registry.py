@@ -17,9 +17,25 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from fdlinear.segments import checked_boundaries, uniform_boundaries
+
 _OPS: dict[str, BackendOp] = {}
 _GRAD_INPUTS = 6  # x, bases, a_in, a_out, beta, bias
 _PLAIN_TENSORS = (Tensor, nn.Parameter)
+UNIFORM = ":uniform"  # form suffix: the samples are of equal length; the op rebuilds cu_seqlens from the sizes
+
+
+def op_boundaries(x: Tensor, cu_seqlens: Tensor, form: str) -> tuple[Tensor, str]:
+    """The boundaries the kernels read, and the form without its suffix.
+
+    Every backend's forward and backward run behind this, eager or compiled (where the caller's checks saw no
+    values): ``cu_seqlens`` is checked against x's rows and replaced by its private checked copy
+    (:func:`~fdlinear.segments.checked_boundaries`, a read-back once per tensor and version); with the
+    ``":uniform"`` suffix it is rebuilt from the sizes instead (no read-back, whatever its values).
+    """
+    if form.endswith(UNIFORM):
+        return uniform_boundaries(cu_seqlens.shape[0] - 1, x.shape[0], x.device), form[: -len(UNIFORM)]
+    return checked_boundaries(cu_seqlens, x.shape[0], x.device), form
 
 
 def _empty_grads(like: tuple[Tensor | None, ...], grads: tuple[Tensor | None, ...]) -> tuple[Tensor, ...]:
@@ -66,13 +82,21 @@ class BackendOp:
 
     @staticmethod
     def runs_eagerly(*tensors: Tensor | None) -> bool:
-        """Whether a call on these tensors may bypass the custom op."""
-        if torch.compiler.is_compiling():
+        """Whether a call on these tensors may bypass the custom op (also under ``torch.func.grad``, ``vjp``
+        and ``jacrev``, which a custom op's registered autograd does not support; other functorch transforms
+        get the custom op)."""
+        if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
             return False
-        if torch._C._len_torch_dispatch_stack() or torch._C._are_functorch_transforms_active():
+        if torch._C._are_functorch_transforms_active() and not _reverse_mode_transform_on_top():
             return False
         plain = all(t is None or type(t) in _PLAIN_TENSORS for t in tensors)
         return plain and tensors[0].device.type != "meta"
+
+
+def _reverse_mode_transform_on_top() -> bool:
+    interpreter = torch._C._functorch.peek_interpreter_stack()
+    transform = torch._C._functorch.TransformType
+    return interpreter is not None and interpreter.key() in (transform.Grad, transform.Jvp)
 
 
 def register_backend(
@@ -97,6 +121,7 @@ def register_backend(
         cu_seqlens: Tensor,
         form: str,
     ) -> Tensor:
+        cu_seqlens, form = op_boundaries(x, cu_seqlens, form)
         return forward(x, bases, a_in, a_out, beta, bias, cu_seqlens, form).contiguous()
 
     @forward_op.register_fake
@@ -116,6 +141,7 @@ def register_backend(
         needs_grad: list[bool],
         form: str,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        cu_seqlens, form = op_boundaries(x, cu_seqlens, form)
         grads = backward(grad_y, x, bases, a_in, a_out, beta, cu_seqlens, tuple(needs_grad), form)
         return _empty_grads((x, bases, a_in, a_out, beta, bias), grads)
 
@@ -141,9 +167,29 @@ def register_backend(
 
         @staticmethod
         def forward(x, bases, a_in, a_out, beta, bias, cu_seqlens, form):
+            cu_seqlens, form = op_boundaries(x, cu_seqlens, form)
             return forward(x, bases, a_in, a_out, beta, bias, cu_seqlens, form).contiguous()
 
-        setup_context = staticmethod(_save_inputs)
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            _save_inputs(ctx, inputs, output)
+            ctx.save_for_forward(*inputs[:7])  # the primals of jvp (forward-mode AD)
+
+        @staticmethod
+        def jvp(ctx, *tangents):
+            """The op is linear in each of x, bases, a_in, a_out, β (and affine in bias): its tangent is the sum,
+            over the inputs with a tangent, of the op with that input replaced by its tangent."""
+            x, bases, a_in, a_out, beta, bias, cu_seqlens = ctx.saved_tensors
+            cu_seqlens, form = op_boundaries(x, cu_seqlens, ctx.form)
+            primals = [x, bases, a_in, a_out, beta]
+            tangent = torch.zeros(x.shape[0], bases.shape[1], dtype=x.dtype, device=x.device)
+            for index, direction in enumerate(tangents[:5]):
+                if direction is not None:
+                    args = [*primals[:index], direction.to(primals[index].dtype), *primals[index + 1:]]
+                    tangent = tangent + forward(*args, None, cu_seqlens, form)
+            if tangents[5] is not None:
+                tangent = tangent + tangents[5].to(x.dtype)
+            return tangent
 
         @staticmethod
         @once_differentiable  # the kernels are not differentiable: a double backward raises
@@ -152,7 +198,8 @@ def register_backend(
             needs = _needed_grads(ctx, bias)
             if not any(needs):
                 return (None,) * 8
-            grads = backward(grad_y.contiguous(), x, bases, a_in, a_out, beta, cu_seqlens, tuple(needs), ctx.form)
+            cu_seqlens, form = op_boundaries(x, cu_seqlens, ctx.form)
+            grads = backward(grad_y.contiguous(), x, bases, a_in, a_out, beta, cu_seqlens, tuple(needs), form)
             inputs = (x, bases, a_in, a_out, beta, bias)
             return tuple(g.to(t.dtype) if need else None for g, t, need in zip(grads, inputs, needs)) + (None, None)
 
