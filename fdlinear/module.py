@@ -14,6 +14,7 @@ from fdlinear.modulation import SpectralModulation, compute_dtype
 from fdlinear.spectral import (
     PARTITIONS,
     BasisCache,
+    basis_slots,
     frequency_groups,
     spectrum_to_weight,
     weight_to_spectrum,
@@ -112,6 +113,14 @@ class FDLinear(nn.Module):
             self._groups = self._groups.to(device)
         return self._groups
 
+    def _basis_slots(self) -> Tensor:
+        """:func:`~fdlinear.spectral.basis_slots` of the groups, made once per device."""
+        groups = self.frequency_groups
+        slots = getattr(self, "_slots", None)
+        if slots is None or slots.device != groups.device:
+            slots = self._slots = basis_slots(groups)
+        return slots
+
     @property
     def weight(self) -> Tensor:
         """The static equivalent weight Σ_k B_k, shape (out_features, in_features), differentiable."""
@@ -122,7 +131,7 @@ class FDLinear(nn.Module):
         ``dft_weight`` when grad is enabled, else cached until ``dft_weight`` changes (see ``BasisCache``)."""
         dtype = dtype or self.dft_weight.dtype
         return self._basis_cache.get(
-            self.dft_weight, self.frequency_groups, self.num_bases, self.in_features, dtype
+            self.dft_weight, self.frequency_groups, self.num_bases, self.in_features, dtype, self._basis_slots()
         )
 
     # -- conversion -------------------------------------------------------------------------

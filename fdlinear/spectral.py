@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 PARTITIONS = ("default", "fdconv")
 
@@ -108,7 +109,69 @@ def spectrum_to_weight(dft_weight: Tensor, in_features: int) -> Tensor:
     return torch.fft.irfft2(spectrum, s=(out_features, in_features)).to(dft_weight.dtype)
 
 
-def spectral_bases(dft_weight: Tensor, groups: Tensor, num_bases: int, in_features: int) -> Tensor:
+def basis_slots(groups: Tensor) -> Tensor:
+    """(d_out·(d_in//2+1),) int64: where each coefficient (row-major over ``groups``' (d_out, d_in//2+1) grid) goes
+    in the flattened (K, d_in//2+1, d_out) stack of masked spectra that :func:`spectral_bases` transforms: the slot
+    of its group, transposed so that the transform along d_out runs over contiguous memory."""
+    out_features, cols = groups.shape
+    rows = torch.arange(out_features, device=groups.device).unsqueeze(1)
+    columns = torch.arange(cols, device=groups.device).unsqueeze(0)
+    return ((groups * cols + columns) * out_features + rows).reshape(-1)
+
+
+def _column_weights(in_features: int, cols: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """How often each column of the half spectrum counts in the real inverse transform along d_in: 2 for the
+    columns whose conjugate twin is implied, 1 for the DC column (and the Nyquist column of an even d_in)."""
+    weights = torch.full((cols,), 2.0, dtype=dtype, device=device)
+    weights[0] = 1.0
+    if in_features % 2 == 0:
+        weights[-1] = 1.0
+    return weights
+
+
+class _SpectralBases(torch.autograd.Function):
+    """Spectrum → K bases in one step each way, nothing complex kept for backward.
+
+    forward: scatter the scaled coefficients into their group's slot of a zeroed (K, cols, d_out) stack, inverse
+    FFT along d_out (contiguous), inverse real FFT along d_in → (K, d_out, d_in).
+    backward: the adjoint — real FFT along d_in, FFT along d_out, gather each coefficient from its group's slot,
+    times the column weights and the scale.
+    """
+
+    @staticmethod
+    def forward(real: Tensor, slots: Tensor, num_bases: int, in_features: int, scale: float) -> Tensor:
+        out_features, cols = real.shape[:2]
+        masked = torch.zeros(num_bases * cols * out_features, dtype=_complex_dtype(real.dtype), device=real.device)
+        masked[slots] = torch.view_as_complex(real).reshape(-1) * scale
+        columns = torch.fft.ifft(masked.view(num_bases, cols, out_features), dim=-1)
+        return torch.fft.irfft(columns.transpose(1, 2), n=in_features, dim=-1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        real, slots, _, in_features, scale = inputs
+        ctx.save_for_backward(slots)
+        ctx.shape = (real.shape[0], real.shape[1], in_features)
+        ctx.scale = scale
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_bases: Tensor):
+        (slots,) = ctx.saved_tensors
+        out_features, cols, in_features = ctx.shape
+        half = torch.fft.rfft(grad_bases.to(_real_dtype(grad_bases.dtype)), dim=-1)  # (K, d_out, cols)
+        full = torch.fft.fft(half.transpose(1, 2), dim=-1)  # (K, cols, d_out)
+        picked = full.reshape(-1)[slots].view(out_features, cols)
+        factor = _column_weights(in_features, cols, grad_bases.dtype, grad_bases.device)
+        factor = factor * (ctx.scale / (out_features * in_features))
+        return torch.view_as_real(picked * factor), None, None, None, None
+
+
+def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
+def spectral_bases(dft_weight: Tensor, groups: Tensor, num_bases: int, in_features: int,
+                   slots: Tensor | None = None) -> Tensor:
     """The K frequency-disjoint bases ``B_k = irfft2(s · M_k ⊙ Φ)``.
 
     Args:
@@ -116,17 +179,17 @@ def spectral_bases(dft_weight: Tensor, groups: Tensor, num_bases: int, in_featur
         groups: ``(d_out, d_in//2+1)`` int64 group of each coefficient.
         num_bases: K.
         in_features: d_in (the rfft grid does not determine it when d_in is odd).
+        slots: ``basis_slots(groups)`` on dft_weight's device, when the caller keeps it (else computed).
 
     Returns:
-        ``(K, d_out, d_in)`` in at least float32 (float64 for a float64 parameter), differentiable.
+        ``(K, d_out, d_in)`` in at least float32 (float64 for a float64 parameter), differentiable in
+        ``dft_weight`` (first order; the backward is the adjoint transform, see :class:`_SpectralBases`).
     """
     out_features = dft_weight.shape[1]
     real = dft_weight[0].to(_real_dtype(dft_weight.dtype)).contiguous()
-    spectrum = torch.view_as_complex(real) * spectrum_scale(in_features, out_features)
-    # each coefficient goes to the slot of its group (M_k ⊙ Φ for all k at once); the gradient is a gather
-    groups = groups.to(dft_weight.device).unsqueeze(0)
-    masked = spectrum.new_zeros((num_bases, *spectrum.shape)).scatter(0, groups, spectrum.unsqueeze(0))
-    return torch.fft.irfft2(masked, s=(out_features, in_features))
+    if slots is None:
+        slots = basis_slots(groups.to(dft_weight.device))
+    return _SpectralBases.apply(real, slots, num_bases, in_features, spectrum_scale(in_features, out_features))
 
 
 class BasisCache:
@@ -148,12 +211,13 @@ class BasisCache:
         self.key = None
         self.value = None
 
-    def get(self, dft_weight: Tensor, groups: Tensor, num_bases: int, in_features: int, dtype: torch.dtype) -> Tensor:
+    def get(self, dft_weight: Tensor, groups: Tensor, num_bases: int, in_features: int, dtype: torch.dtype,
+            slots: Tensor | None = None) -> Tensor:
         """Bases ``(K, d_out, d_in)`` in ``dtype``; differentiable in ``dft_weight`` when grad is enabled."""
         if (torch.is_grad_enabled() and dft_weight.requires_grad) or torch.compiler.is_compiling():
-            return spectral_bases(dft_weight, groups, num_bases, in_features).to(dtype)
+            return spectral_bases(dft_weight, groups, num_bases, in_features, slots).to(dtype)
         key = (dft_weight.data_ptr(), dft_weight._version, dft_weight.device, dtype, tuple(dft_weight.shape))
         if key != self.key:
-            self.value = spectral_bases(dft_weight, groups, num_bases, in_features).to(dtype)
+            self.value = spectral_bases(dft_weight, groups, num_bases, in_features, slots).to(dtype)
             self.key = key
         return self.value
