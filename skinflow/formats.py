@@ -12,14 +12,27 @@ A diagnosis answer is a numbered list, most likely first::
 
     1. psoriasis
     2. eczema
+
+Model output is adversarial, so the parsers (``parse_caption``, ``parse_diagnoses``) and the text helpers
+(``normalize_value``, ``split_values``) accept any value and never raise on it:
+
+- a value that is not a ``str`` (``None``, bytes, numbers, containers, any object) is unparseable: an empty caption,
+  ``[]`` or ``""``; nothing of it is read (not even its ``str()``);
+- only the first ``MAX_TEXT_CHARS`` (100 000) characters of a text are read, and the time is linear in them;
+- control characters other than whitespace (NUL, ESC, DEL, C1), terminal escape sequences, Unicode format characters
+  (bidi marks and isolates such as U+202E, zero-width space and joiners, soft hyphen, BOM) and lone surrogates are
+  removed before anything is matched, so ``"co\u200blor: r\x00ed"`` reads as ``color: red``; every line break that
+  ``str.splitlines`` knows (``\r\n``, ``\r``, U+2028, ...) counts as a line break;
+- a JSON answer nested too deeply to decode is read as text.
 """
 
 import json
+import operator
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 
-from skinflow.taxonomy import canonical, match_label
+from skinflow.taxonomy import _as_text, _strip_invisible, canonical, match_label
 
 __all__ = [
     "CAPTION_FIELDS",
@@ -27,6 +40,7 @@ __all__ = [
     "DEFAULT_K",
     "DIAGNOSIS_PROMPT",
     "FIELD_VALUES",
+    "MAX_TEXT_CHARS",
     "SKINCON_CONCEPTS",
     "diagnosis_prompt",
     "format_caption",
@@ -149,16 +163,32 @@ SKINCON_CONCEPTS: dict[str, tuple[str, str]] = {
 
 DEFAULT_K = 6
 
+# The parsers and text helpers read at most this many characters of a text (about 25 000 tokens, far more than any
+# answer the prompts ask for); the rest is ignored. This bounds their time on any input.
+MAX_TEXT_CHARS = 100_000
+
 CAPTION_PROMPT = (
     "Describe the skin lesion in the image. Answer with these 12 lines in this order, one 'field: value' per line, "
     "and leave a value empty when it does not apply:\n" + "\n".join(f"{field.replace('_', ' ')}:" for field in CAPTION_FIELDS)
 )
 
 
+def _as_count(k: object) -> int | None:
+    """``k`` as an int when it is an integer (``int``, numpy integer, ...) other than a bool, else ``None``."""
+    if isinstance(k, bool):
+        return None
+    try:
+        return operator.index(k)
+    except TypeError:
+        return None
+
+
 def diagnosis_prompt(k: int = DEFAULT_K) -> str:
     """The Stage II user instruction asking for ``k`` ranked diagnoses as a numbered list."""
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+    count = _as_count(k)
+    if count is None or count < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
+    k = count
     return (
         f"What is the diagnosis? List the {k} most likely diagnoses, most likely first, "
         f"as a numbered list with one diagnosis per line:\n1. ...\n2. ..."
@@ -200,28 +230,48 @@ _FIELD_KEY = re.compile(
 )
 _THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"</?[A-Za-z_][\w-]*>")
+# Every line break of str.splitlines, so that captions (split at "\n") and diagnoses (splitlines) agree.
+_LINE_BREAK = re.compile("\r\n?|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _normalized(text: str) -> str:
+    """``text`` (a plain str) cut to ``MAX_TEXT_CHARS``, without invisible characters, NFKC-normalised (and cut again:
+    NFKC can lengthen a text)."""
+    return unicodedata.normalize("NFKC", _strip_invisible(text[:MAX_TEXT_CHARS]))[:MAX_TEXT_CHARS]
 
 
 def _clean_text(text: str) -> str:
-    """NFKC-normalised ``text`` without ``<think>`` blocks and with other XML-like tags turned into line breaks."""
-    text = unicodedata.normalize("NFKC", text)
+    """``_normalized`` text with one kind of line break, without ``<think>`` blocks and with other XML-like tags
+    turned into line breaks."""
+    text = _LINE_BREAK.sub("\n", _normalized(text))
     return _TAG.sub("\n", _THINK_BLOCK.sub("\n", text))
 
 
 def normalize_value(value: str) -> str:
     """Canonical form of one field value: NFKC, lower case, one line, single spaces, no edge punctuation/markdown.
 
-    Placeholders for "nothing" (``none``, ``n/a``, ``null``, ``-``, ...) become ``""``.
+    Control, format (bidi, zero-width) and surrogate characters are removed. Placeholders for "nothing" (``none``,
+    ``n/a``, ``null``, ``-``, ...) become ``""``; so does any value that is not a ``str``. Never raises.
     """
-    text = " ".join(unicodedata.normalize("NFKC", value).casefold().split()).strip(_VALUE_EDGE_JUNK).strip(" .")
+    plain = _as_text(value)
+    if plain is None:
+        return ""
+    # NFKC again after casefold (which can undo it, e.g. "ß" + accent), and one strip of junk and dots together:
+    # normalize_value(normalize_value(v)) == normalize_value(v), so a formatted caption parses back to its values.
+    folded = unicodedata.normalize("NFKC", _normalized(plain).casefold())
+    text = " ".join(folded.split()).strip(_VALUE_EDGE_JUNK + ".")
     return "" if text in _EMPTY_VALUES else text
 
 
 def split_values(value: str) -> list[str]:
-    """The individual terms of a field value: ``"red, brown and tan"`` -> ``["red", "brown", "tan"]``; never raises."""
-    if not isinstance(value, str):
+    """The individual terms of a field value: ``"red, brown and tan"`` -> ``["red", "brown", "tan"]``; never raises.
+
+    A value that is not a ``str`` has no terms (``[]``).
+    """
+    plain = _as_text(value)
+    if plain is None:
         return []
-    parts = re.split(r",|;|/|\band\b|\bor\b|\+|&", value)
+    parts = re.split(r",|;|/|\band\b|\bor\b|\+|&", _normalized(plain))
     terms = (normalize_value(part) for part in parts)
     return list(dict.fromkeys(term for term in terms if term))
 
@@ -260,24 +310,31 @@ def _field_of(name: str) -> str | None:
     return _FIELD_BY_NAME.get(" ".join(re.sub(r"[_-]+", " ", name.casefold()).split()))
 
 
+_JSON_SCALARS = (str, int, float)  # bool is an int
+
+
 def _caption_from_json(text: str) -> dict[str, str]:
-    """Fields of the first JSON object in ``text`` (lists joined with ``", "``), or ``{}``."""
+    """Fields of the first JSON object in ``text`` (scalars, and lists of scalars joined with ``", "``), or ``{}``.
+
+    Nested objects and lists inside a value are ignored; JSON nested too deeply for the decoder gives ``{}``.
+    """
     start = text.find("{")
     if start < 0:
         return {}
     try:
-        data, _ = json.JSONDecoder().raw_decode(text[start:])
-    except ValueError:
+        data, _ = json.JSONDecoder().raw_decode(text, start)
+    except (ValueError, RecursionError):
         return {}
     if not isinstance(data, dict):
         return {}
     found = {}
     for key, value in data.items():
-        field = _field_of(str(key))
+        field = _field_of(key)
         if field is None or field in found:
             continue
         items = value if isinstance(value, list) else [value]
-        found[field] = ", ".join(term for term in (normalize_value(str(item)) for item in items if item is not None) if term)
+        terms = (normalize_value(str(item)) for item in items if isinstance(item, _JSON_SCALARS))
+        found[field] = ", ".join(term for term in terms if term)
     return found
 
 
@@ -287,19 +344,21 @@ def parse_caption(text: str) -> dict[str, str]:
     Accepts the ``format_caption`` layout and its usual variants: any case, markdown bullets and bold, numbering,
     ``=`` instead of ``:``, several fields on one line separated by ``;``/``|``/``,``, field aliases (``colour``,
     ``site``, ``margin``, ...), JSON objects, ``<think>`` blocks (ignored), missing, extra or truncated lines. The first
-    occurrence of a repeated field wins; unknown keys are ignored.
+    occurrence of a repeated field wins; unknown keys are ignored. Invisible characters are removed first and only
+    the first ``MAX_TEXT_CHARS`` characters are read (see the module docstring).
 
     Args:
-        text: the model's answer.
+        text: the model's answer; any other value than a ``str`` gives the empty caption.
 
     Returns:
         a dict with every field of ``CAPTION_FIELDS`` (in order), each value normalised by ``normalize_value``
         (``""`` when missing or empty).
     """
     caption = dict.fromkeys(CAPTION_FIELDS, "")
-    if not isinstance(text, str):
+    plain = _as_text(text)
+    if plain is None:
         return caption
-    text = _clean_text(text)
+    text = _clean_text(plain)
     found = _caption_from_json(text)
     matches = list(_FIELD_KEY.finditer(text))
     for match, following in zip(matches, [*matches[1:], None]):
@@ -378,22 +437,30 @@ def parse_diagnoses(text: str, k: int | None = None) -> list[str]:
     (``1. a 2. b``), comma/semicolon-separated lists, preambles ending in ``:``, ``<think>`` blocks (ignored) and
     trailing comments (``psoriasis (most likely, 70%)``). Entries are normalised with ``normalize_value``; an entry
     naming the same diagnosis as an earlier one (same text, or same canonical label via ``taxonomy.match_label``) is
-    dropped. Entries are kept as text so that unknown diagnoses still hold their rank.
+    dropped. Entries are kept as text so that unknown diagnoses still hold their rank. Invisible characters are
+    removed first and only the first ``MAX_TEXT_CHARS`` characters are read (see the module docstring).
 
     Args:
-        text: the model's answer.
+        text: the model's answer; any other value than a ``str`` gives ``[]``.
         k: keep at most the first ``k`` entries (after de-duplication); ``None`` keeps all.
 
     Returns:
         the diagnoses in rank order, e.g. ``["psoriasis", "eczema"]``.
+
+    Raises:
+        ValueError: ``k`` is not ``None`` or an integer >= 0 (an argument of the caller, not model output).
     """
-    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 0):
-        raise ValueError(f"k must be None or an int >= 0, got {k!r}")
-    if not isinstance(text, str):
+    if k is not None:
+        count = _as_count(k)
+        if count is None or count < 0:
+            raise ValueError(f"k must be None or an int >= 0, got {k!r}")
+        k = count
+    plain = _as_text(text)
+    if plain is None:
         return []
     seen: set[str] = set()
     ranked: list[str] = []
-    for raw in _diagnosis_entries(_clean_text(text)):
+    for raw in _diagnosis_entries(_clean_text(plain)):
         if k is not None and len(ranked) >= k:
             break
         entry = _clean_entry(raw)

@@ -1,7 +1,13 @@
 """Tests of skinflow.formats: the caption schema and the ranked-diagnosis format, their formatters and parsers."""
 
+import contextlib
+import functools
 import json
+import random
+import signal
+import threading
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +18,7 @@ from skinflow.formats import (
     DEFAULT_K,
     DIAGNOSIS_PROMPT,
     FIELD_VALUES,
+    MAX_TEXT_CHARS,
     SKINCON_CONCEPTS,
     diagnosis_prompt,
     format_caption,
@@ -297,3 +304,203 @@ def test_parse_diagnoses_round_trips_formatted_labels(labels):
 def test_parse_diagnoses_round_trips_free_text_entries(entries):
     cleaned = [normalize_value(entry) for entry in entries]
     assert parse_diagnoses(format_diagnoses(entries)) == _deduplicated(cleaned)
+
+
+# --- Reliability: any value, deep nesting, invisible characters, megabytes (issue 12) ---------------------------
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Fail instead of hanging when the block runs longer than ``seconds`` (a generous bound, not a benchmark)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum, frame):
+        raise TimeoutError(f"took longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class _Unprintable:
+    def __str__(self):
+        raise RuntimeError("__str__ of a hostile object")
+
+    __repr__ = __str__
+
+
+class _FakeStr(_Unprintable):
+    """Claims to be a str (``isinstance(value, str)`` is true) without being one."""
+
+    __class__ = property(lambda self: str)
+
+
+class _HostileStr(str):
+    """A str whose methods all raise: a parser must read its characters without calling any of them."""
+
+    def _raise(self, *args, **kwargs):
+        raise RuntimeError("method of a hostile str subclass")
+
+    __str__ = __repr__ = __hash__ = __getitem__ = __iter__ = __len__ = __contains__ = __eq__ = _raise
+    find = split = splitlines = strip = casefold = lower = startswith = endswith = encode = _raise
+
+
+_NON_TEXT = [None, 3, 2.5, True, b"color: red", bytearray(b"1. psoriasis"), {"color": "red"}, ["1. psoriasis"],
+             ("color", "red"), _Unprintable(), _FakeStr(), object(), int, Ellipsis]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", _NON_TEXT, ids=lambda value: type(value).__name__)
+def test_every_text_function_treats_non_text_as_unparseable(value):
+    assert parse_caption(value) == _expected()
+    assert parse_diagnoses(value) == []
+    assert parse_diagnoses(value, k=3) == []
+    assert normalize_value(value) == ""
+    assert split_values(value) == []
+
+
+def test_a_str_subclass_is_read_as_its_characters_without_calling_its_methods():
+    assert parse_caption(_HostileStr("color: red\nsite: arm")) == _expected(color="red", location="arm")
+    assert parse_caption(_HostileStr('{"color": "red"}')) == _expected(color="red")
+    assert parse_diagnoses(_HostileStr("1. psoriasis\n2. eczema"), k=2) == ["psoriasis", "eczema"]
+    assert normalize_value(_HostileStr(" Red. ")) == "red"
+    assert split_values(_HostileStr("red and brown")) == ["red", "brown"]
+
+
+_DEEP_JSON = [
+    '{"color":' * 1000,
+    "[" * 5000,
+    "{" * 5000,
+    '{"color": ' + "[" * 5000,
+    '{"a": ' * 3000 + "1" + "}" * 3000,
+    '{"color": "red", "shape": ' + "[" * 5000 + "]" * 5000 + "}",
+    '```json\n{"color": [' + "{" * 2000,
+]
+
+
+@pytest.mark.parametrize("text", _DEEP_JSON, ids=lambda text: repr(text[:12]))
+def test_parse_caption_survives_deeply_nested_json(text):
+    caption = parse_caption(text)
+    assert tuple(caption) == CAPTION_FIELDS
+    assert all(isinstance(value, str) for value in caption.values())
+    assert isinstance(parse_diagnoses(text), list)
+
+
+def test_deeply_nested_json_still_gives_its_flat_fields():
+    assert parse_caption('{"color": "red", "shape": ' + "[" * 5000 + "]" * 5000 + "}")["color"] == "red"
+    # A nested container inside a value is ignored, however deep (its str() is never taken).
+    for depth in (2, 900, 5000):
+        text = '{"color": "red", "surface": [' + "[" * depth + "]" * depth + "]}"
+        assert parse_caption(text) == _expected(color="red"), depth
+    assert parse_caption('{"color": {"hue": "red"}, "size": ["small", {"x": 1}, 2]}') == _expected(size="small, 2")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "co\u200blor: red",  # zero-width space inside the field name
+        "\u202ecolor: red\u202c",  # right-to-left override ... pop
+        "color: r\x00ed",  # NUL inside the value
+        "\x1b[1;31mcolor\x1b[0m: red",  # terminal colour codes
+        "\ufeffcolor: red",  # byte order mark
+        "col\xador: r\u2066ed\u2069",  # soft hyphen, bidi isolate
+        "\u200fcolor\u200e: \ud800red\udfff",  # bidi marks, lone surrogates
+        "color:\x7f red\x07\x08",  # DEL, BEL, backspace
+        "c\u2060o\u200dl\u200co\ufeffr: red",  # word joiner, zero-width joiner / non-joiner
+    ],
+)
+def test_parse_caption_ignores_control_and_bidi_characters(text):
+    assert parse_caption(text) == _expected(color="red")
+
+
+@pytest.mark.parametrize("line_break", ["\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x1e", "\x85", "\u2028", "\u2029"])
+def test_every_line_break_separates_caption_lines(line_break):
+    assert parse_caption(f"color: red{line_break}shape: round") == _expected(color="red", shape="round")
+    assert parse_diagnoses(f"1. psoriasis{line_break}2. eczema") == ["psoriasis", "eczema"]
+
+
+def test_parse_diagnoses_ignores_control_and_bidi_characters():
+    text = "1. pso\u200briasis\n2. ec\x00zema\u202e\n3. \ufeff\x1b[32mtinea\x1b[0m\n4. \ud800"
+    assert parse_diagnoses(text) == ["psoriasis", "eczema", "tinea"]
+    # The invisible characters no longer make a repeat look like a new diagnosis.
+    assert parse_diagnoses("1. psoriasis\n2. psori\u200basis\n3. eczema", k=2) == ["psoriasis", "eczema"]
+
+
+def test_value_helpers_remove_control_and_bidi_characters():
+    assert normalize_value("r\u200be\x00d\u202e") == "red"
+    assert normalize_value("\u202enone\u202c") == ""
+    assert split_values("red,\u200b brown an\u200bd t\x00an") == ["red", "brown", "tan"]
+    assert split_values("red\uff0cbrown\uff1b tan") == ["red", "brown", "tan"]  # full-width comma and semicolon
+
+
+@pytest.mark.parametrize("value", ["\u00df\u0301", "a\u00df\u0301 .'red'.", "*'.none.'*", "\u1e9e\u0308x"])
+def test_normalize_value_is_idempotent(value):
+    once = normalize_value(value)
+    assert normalize_value(once) == once
+    assert parse_caption(format_caption({"other": value}))["other"] == once
+
+
+@functools.cache
+def _megabyte_answers() -> dict[str, str]:
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randrange(8, 14))) for _ in range(80_000)]
+    return {
+        "distinct unknown entries": ", ".join(words),
+        "numbered distinct entries": "".join(f"{i % 99 + 1}. {word}\n" for i, word in enumerate(words)),
+        "nested json": '{"color":' * 120_000,
+        "one long value": "color: " + "red " * 250_000,
+        "NFKC expands 18x": "\ufdfa" * 1_000_000,
+        "zero-width spaces": "\u200b" * 1_000_000,
+        "spaces": " " * 1_000_000,
+        "field names": "\ncolor: " * 125_000,
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["distinct unknown entries", "numbered distinct entries", "nested json", "one long value", "NFKC expands 18x",
+     "zero-width spaces", "spaces", "field names"],
+)  # fmt: skip
+def test_megabyte_answers_parse_in_bounded_time(name):
+    text = _megabyte_answers()[name]
+    assert len(text) >= 900_000
+    with _time_limit(20):  # linear and capped: well under a second; the hand-written edit distance took a minute
+        caption = parse_caption(text)
+        ranked = parse_diagnoses(text)
+        ranked_k = parse_diagnoses(text, k=DEFAULT_K)
+        value = normalize_value(text)
+        terms = split_values(text)
+    assert tuple(caption) == CAPTION_FIELDS and all(isinstance(item, str) for item in caption.values())
+    assert isinstance(ranked, list) and all(isinstance(entry, str) for entry in ranked)
+    assert ranked_k == ranked[:DEFAULT_K]
+    assert isinstance(value, str) and len(value) <= MAX_TEXT_CHARS
+    assert isinstance(terms, list) and all(isinstance(term, str) for term in terms)
+
+
+def test_only_the_first_max_text_chars_are_read():
+    caption_tail, diagnosis_tail = "\nshape: round", "\n2. eczema"
+    for head, tail, parse, expected in [
+        ("color: red\n", caption_tail, lambda text: parse_caption(text)["shape"], "round"),
+        ("1. psoriasis\n", diagnosis_tail, parse_diagnoses, ["psoriasis", "eczema"]),
+    ]:
+        fits = head + "x" * (MAX_TEXT_CHARS - len(head) - len(tail)) + tail
+        assert len(fits) == MAX_TEXT_CHARS
+        assert parse(fits) == expected
+        assert parse(head + "x" + fits[len(head) :]) != expected  # one character more: the tail is cut
+
+
+@pytest.mark.parametrize("k", [np.int64(2), np.int32(2), np.uint8(2)])
+def test_numpy_integers_are_accepted_as_k(k):
+    assert parse_diagnoses("1. psoriasis\n2. eczema\n3. tinea", k=k) == ["psoriasis", "eczema"]
+    assert "the 2 most likely" in diagnosis_prompt(k)
+
+
+@pytest.mark.parametrize("k", [True, 1.0, "2", -1])
+def test_parse_diagnoses_rejects_a_k_that_is_not_a_count(k):
+    with pytest.raises(ValueError, match="k must be None or an int >= 0"):
+        parse_diagnoses("1. psoriasis", k=k)

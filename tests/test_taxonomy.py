@@ -1,7 +1,10 @@
 """Tests of skinflow.taxonomy: the 114 Fitzpatrick17k labels, groups, synonym merging and free-text matching."""
 
+import contextlib
 import csv
 import io
+import signal
+import threading
 from importlib import resources
 
 import pytest
@@ -227,3 +230,115 @@ def test_one_typo_in_a_label_still_matches_it(label, position, char, edit):
     }[edit]
     matched = match_label(typo)
     assert matched is not None and canonical(matched) == canonical(label), (typo, matched)
+
+
+# --- Reliability: any value, invisible characters, long inputs (issue 12) ---------------------------------------
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Fail instead of hanging when the block runs longer than ``seconds`` (a generous bound, not a benchmark)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum, frame):
+        raise TimeoutError(f"took longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class _Unprintable:
+    def __str__(self):
+        raise RuntimeError("__str__ of a hostile object")
+
+    __repr__ = __str__
+
+
+class _FakeStr(_Unprintable):
+    """Claims to be a str (``isinstance(value, str)`` is true) without being one."""
+
+    __class__ = property(lambda self: str)
+
+
+class _HostileStr(str):
+    """A str whose methods all raise (``__hash__`` included: ``match_label`` caches)."""
+
+    def _raise(self, *args, **kwargs):
+        raise RuntimeError("method of a hostile str subclass")
+
+    __str__ = __repr__ = __hash__ = __getitem__ = __iter__ = __len__ = __eq__ = _raise
+    split = casefold = lower = strip = translate = encode = _raise
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2.5, True, bytearray(b"psoriasis"), {"psoriasis": 1}, _Unprintable(), _FakeStr(), object()],
+    ids=lambda value: type(value).__name__,
+)
+def test_match_label_gives_none_for_any_other_value(value):
+    assert match_label(value) is None
+
+
+def test_a_str_subclass_is_read_as_its_characters_without_calling_its_methods():
+    assert match_label(_HostileStr("Psoriasis")) == "psoriasis"
+    assert match_label(_HostileStr("x" * 300 + " psoriasis")) == "psoriasis"  # too long for the cache
+    assert normalize(_HostileStr("Behçet's Disease")) == "behcets disease"
+    assert canonical(_HostileStr("Malignant Melanoma")) == "melanoma"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("pso\u200briasis", "psoriasis"),  # zero-width space
+        ("mela\u200bno\xadma", "melanoma"),  # zero-width space, soft hyphen
+        ("\u202epso\u200bria\u200bsis\u202c", "psoriasis"),  # bidi override and pop
+        ("ec\x00ze\x1bma", "eczema"),  # NUL, ESC
+        ("\x1b[1mbasal cell\x1b[0m carcinoma", "basal cell carcinoma"),  # terminal escape sequences
+        ("\ufeffsca\u2066bies\u2069", "scabies"),  # BOM, bidi isolate
+        ("ps\ud800oria\udfffsis", "psoriasis"),  # lone surrogates
+        ("li\u200dchen pla\u200cnus", "lichen planus"),  # zero-width joiner / non-joiner
+    ],
+)
+def test_invisible_characters_do_not_defeat_matching(text, expected):
+    assert match_label(text) == expected
+    assert normalize(text) == normalize(expected)
+
+
+def test_whitespace_controls_still_separate_words():
+    assert normalize("basal\tcell\ncarcinoma\x1c\u2028x") == "basal cell carcinoma x"
+
+
+def test_match_label_of_long_text_reads_the_first_words_only():
+    assert match_label("psoriasis " + "x" * 1_000_000) == "psoriasis"
+    assert match_label("x " * 40 + "psoriasis") is None  # the 41st word is not read
+    assert match_label("x" * 5_000 + " psoriasis") is None  # beyond the characters read
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\ufdfa" * 1_000_000, "psoriasis " * 100_000, "a" * 1_000_000, "\u200b" * 1_000_000, " ".join(LABELS) * 600],
+    ids=["nfkd-expands-18x", "repeated-label", "one-word", "zero-width", "all-labels"],
+)
+def test_megabyte_texts_are_matched_and_normalised_in_bounded_time(text):
+    with _time_limit(20):
+        result = match_label(text)
+        normalized = normalize(text)
+    assert result is None or result in LABELS
+    assert isinstance(normalized, str)
+
+
+def test_typo_matching_is_the_optimal_string_alignment_distance():
+    # One swap of adjacent letters is one edit (not two): a 6-9 character name tolerates it.
+    assert match_label("psoriasi") == "psoriasis"
+    assert match_label("psorisais") == "psoriasis"
+    assert match_label("psroiasis") == "psoriasis"
+    assert match_label("eczmea") == "eczema"
+    assert match_label("eczmae") is None  # two edits for a 6-character name
+    assert match_label("scabeis") == "scabies"
