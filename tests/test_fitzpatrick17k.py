@@ -254,3 +254,57 @@ def test_assign_splits_holdout_and_small_labels():
         assign_splits(rows, split_seed=1.5)
     with pytest.raises(ValueError, match="split_fractions"):
         assign_splits(rows, split_fractions=(0.0, 0.5, 0.5))
+
+
+# ---- issue 12: non-finite fractions, bools, one image check, bombs ----
+
+
+@pytest.mark.parametrize(
+    "fractions",
+    [
+        (float("nan"), 0.5, 0.5),
+        (0.5, float("nan"), 0.5),
+        (0.8, 0.1, float("nan")),
+        (float("inf"), 0.0, 0.0),
+        (1.0, float("inf"), float("-inf")),
+    ],
+)
+def test_non_finite_split_fractions_are_refused(fractions):
+    rows = _rows({"psoriasis": 10})
+    with pytest.raises(ValueError, match="^split_fractions must be finite"):
+        assign_splits(rows, split_fractions=fractions)
+
+
+def test_wrong_types_are_refused_as_value_errors_too(image_dir):
+    """Bools are no ints or fractions, and every refusal is a ValueError (the CLI's one exit path for user errors)."""
+    rows = _rows({"psoriasis": 10})
+    for kwargs in (
+        {"split_seed": True},
+        {"split_seed": 1.5},
+        {"split_fractions": (True, False, False)},
+        {"split_fractions": "0.8"},
+        {"split_fractions": None},
+        {"holdout": ["diagnostic"]},
+    ):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            assign_splits(rows, **kwargs)
+    for kwargs in ({"qc": 3}, {"labels": [["melanoma"]]}, {"skin_types": [{}]}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            load(image_dir, progress=False, **kwargs)
+    with pytest.raises(ValueError, match="image_dir must be a path"):
+        load(3, progress=False)
+    numpy = pytest.importorskip("numpy")
+    assert assign_splits(rows, split_seed=numpy.int64(2), split_fractions=numpy.array([0.5, 0.25, 0.25])) == (
+        assign_splits(rows, split_seed=2, split_fractions=(0.5, 0.25, 0.25))
+    )
+
+
+def test_images_over_the_decompression_bomb_limit_are_skipped(tmp_path, monkeypatch):
+    row = PLAIN[0]
+    (tmp_path / f"{row.md5hash}.jpg").write_bytes(_jpeg(7, size=64))  # 4,096 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # over the limit, under twice it: Pillow only warns
+    with pytest.warns(Image.DecompressionBombWarning):
+        result = load(tmp_path, labels={row.label}, progress=False)
+    assert result.records == []
+    [(path, reason)] = result.report.corrupt_files
+    assert Path(path).stem == row.md5hash and "decompression-bomb limit" in reason

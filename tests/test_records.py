@@ -1,17 +1,28 @@
-"""The record contract and the JSONL format: round trip, relative paths, atomic writes, one error per bad row."""
+"""The record contract and the JSONL format: round trip, relative paths, atomic writes, one error per bad row,
+images decoded before they are accepted, file names safe for any id, nothing half-written on failure."""
 
+import io
 import json
+import math
 import os
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from skinflow.data import records as records_module
 from skinflow.data.records import (
+    ArgumentTypeError,
     RecordError,
     atomic_write,
+    check_fraction,
+    check_int,
+    describe,
     empty_caption,
+    image_file_name,
+    image_problem,
     load_jsonl,
     record_problems,
     save_jsonl,
@@ -119,10 +130,6 @@ def test_save_needs_image_dir_and_writes_nothing_on_bad_records(tmp_path, photo)
         save_jsonl([_memory_record(0), _path_record(photo, split="dev")], target, image_dir=tmp_path, progress=False)
     with pytest.raises(RecordError, match="extra field 'when' is not JSON-serializable"):
         save_jsonl([_path_record(photo, when=object())], target, progress=False)
-    with pytest.raises(ValueError, match="same image file 'a_b.png'"):
-        save_jsonl(
-            [_memory_record(0, id="a/b"), _memory_record(1, id="a:b")], target, image_dir=tmp_path, progress=False
-        )
     with pytest.raises(FileNotFoundError, match="path"):
         save_jsonl([_path_record(photo)], tmp_path / "missing" / "data.jsonl", progress=False)
     assert target.read_text() == "old content\n"
@@ -246,7 +253,7 @@ def test_load_jsonl_file_checks(tmp_path):
     path = _write_lines(tmp_path / "lazy.jsonl", [line])
     assert load_jsonl(path, check_files=False)[0]["image_path"] == str(tmp_path / "nowhere.jpg")
     (tmp_path / "latin1.jsonl").write_bytes(b'{"id": "\xe9"}\n')
-    with pytest.raises(ValueError, match="not UTF-8"):
+    with pytest.raises(RecordError, match="not UTF-8"):
         load_jsonl(tmp_path / "latin1.jsonl")
 
 
@@ -257,3 +264,248 @@ def test_error_message_is_capped_but_errors_are_complete(tmp_path):
     assert len(caught.value.errors) == 60
     assert "... and 10 more" in str(caught.value)
     assert str(caught.value).count("\n") == 51
+
+
+# ---- images are decoded before they are accepted (issue 12) ----
+
+
+def _encoded(fmt, size=(64, 64)):
+    """A noisy image of ``size`` encoded as ``fmt`` (noise: the entropy-coded data dwarfs the headers)."""
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels, "RGB").save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def bad_images(tmp_path) -> dict[str, Path]:
+    """Files that pass Image.verify() or an existence check but do not decode."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    jpeg, png = _encoded("JPEG"), _encoded("PNG")
+    files = {
+        "truncated.jpg": jpeg[: len(jpeg) * 3 // 4],
+        "truncated.png": png[: len(png) * 3 // 4],
+        "text.jpg": b"this is a text file named .jpg\n",
+        "empty.png": b"",
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {name: folder / name for name in files}
+
+
+def test_image_problem_decodes_completely(tmp_path, bad_images):
+    assert image_problem(_encoded("JPEG")) is None and image_problem(_encoded("PNG")) is None
+    assert "cannot be decoded" in image_problem(bad_images["truncated.jpg"])
+    assert "cannot be decoded" in image_problem(bad_images["truncated.png"])
+    assert "not an image file" in image_problem(bad_images["text.jpg"])
+    assert image_problem(bad_images["empty.png"]) is not None
+    assert image_problem(b"") == "is empty (0 bytes)"
+    assert image_problem(tmp_path / "absent.png") == "does not exist"
+    assert image_problem(tmp_path) == "is a directory, not an image file"
+    assert "NUL" in image_problem("a\x00b.png")
+    assert "not an image file path" in image_problem(42)
+    lazy = Image.open(bad_images["truncated.png"])  # an in-memory record image that is still lazy
+    assert "cannot be decoded" in image_problem(lazy)
+
+
+def test_truncated_images_pass_verify_but_not_image_problem(bad_images):
+    """The old check (Image.verify) accepts a truncated JPEG: the reason for decoding completely."""
+    with Image.open(bad_images["truncated.jpg"]) as opened:
+        opened.verify()
+    assert image_problem(bad_images["truncated.jpg"]) is not None
+
+
+def test_decompression_bomb_limit_is_a_problem_naming_the_limit(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    path.write_bytes(_encoded("PNG", size=(64, 64)))  # 4,096 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # over the limit, under twice it: Pillow only warns
+    with pytest.warns(Image.DecompressionBombWarning):
+        assert "decompression-bomb limit" in image_problem(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # over twice the limit: Pillow raises
+    assert "decompression-bomb limit" in image_problem(path)
+    line = {"id": "a", "image_path": "big.png", "label": "melanoma", "split": "val"}
+    with pytest.raises(RecordError, match=r"big.jsonl:1: field 'image_path': image '.*big.png' is over Pillow's"):
+        load_jsonl(_write_lines(tmp_path / "big.jsonl", [line]), progress=False)
+
+
+def test_load_jsonl_refuses_images_that_do_not_decode(tmp_path, bad_images):
+    good = tmp_path / "good.png"
+    good.write_bytes(_encoded("PNG"))
+    names = ["good.png", *(f"bad/{name}" for name in bad_images)]
+    lines = [{"id": f"r{i}", "image_path": name, "label": "melanoma", "split": "train"} for i, name in enumerate(names)]
+    path = _write_lines(tmp_path / "data.jsonl", lines)
+    with pytest.raises(RecordError) as caught:
+        load_jsonl(path, progress=False)
+    assert [error.split(": ")[0] for error in caught.value.errors] == [f"{path}:{n}" for n in range(2, 6)]
+    assert all("field 'image_path': image" in error for error in caught.value.errors)
+    assert "text.jpg' is not an image file" in caught.value.errors[2]
+    assert len(load_jsonl(path, check_files=False)) == 5
+
+
+def test_validate_records_check_images(tmp_path, bad_images):
+    bad = _path_record(bad_images["truncated.jpg"])
+    assert record_problems(bad) == []  # the file exists: only check_images decodes it
+    [problem] = record_problems(bad, check_images=True)
+    assert problem.startswith("field 'image_path': image '") and "truncated.jpg' cannot be decoded" in problem
+    lazy = _memory_record(1, image=Image.open(bad_images["truncated.png"]))
+    records = [_memory_record(0), lazy, bad]
+    validate_records(records)
+    with pytest.raises(RecordError) as caught:
+        validate_records(records, check_images=True)
+    assert [error.split(":")[0] for error in caught.value.errors] == ["record 1 (id 'syn-1')", "record 2 (id 'f17k-1')"]
+    assert "field 'image': the PIL image cannot be decoded" in caught.value.errors[0]
+
+
+def test_save_jsonl_refuses_an_in_memory_image_that_does_not_decode(tmp_path, bad_images):
+    records = [_memory_record(0), _memory_record(1, image=Image.open(bad_images["truncated.png"]))]
+    with pytest.raises(RecordError, match="record 1 \\(id 'syn-1'\\): field 'image': the PIL image cannot be decoded"):
+        save_jsonl(records, tmp_path / "data.jsonl", image_dir=tmp_path / "images", progress=False)
+    assert not (tmp_path / "data.jsonl").exists() and not (tmp_path / "images").exists()
+
+
+# ---- JSONL encodings and hostile lines ----
+
+
+def test_load_jsonl_accepts_a_byte_order_mark(tmp_path, photo):
+    line = {"id": "a", "image_path": "photos/lesion.jpg", "label": "melanoma", "split": "val"}
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + (json.dumps(line) + "\n").encode() + b"\xef\xbb\xbf" + json.dumps(line | {"id": "b"}).encode()
+    )
+    assert [record["id"] for record in load_jsonl(path, progress=False)] == ["a", "b"]
+    path.write_text(json.dumps(line), encoding="utf-8-sig")
+    assert load_jsonl(path, progress=False)[0]["id"] == "a"
+
+
+def test_load_jsonl_names_file_and_line_of_non_utf8_text(tmp_path, photo):
+    good = json.dumps({"id": "a", "image_path": "photos/lesion.jpg", "label": "melanoma", "split": "val"})
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(good.encode() + b"\n" + '{"id": "caf\u00e9"}'.encode("latin-1") + b"\n\xff\xfe\n")
+    with pytest.raises(RecordError) as caught:
+        load_jsonl(path, progress=False)
+    assert caught.value.errors == (
+        f"{path}:2: not UTF-8 text (byte 0xe9 at byte 12 of the line)",
+        f"{path}:3: not UTF-8 text (byte 0xff at byte 1 of the line)",
+    )
+    assert str(caught.value).startswith(f"2 bad lines in {path}:")
+
+
+def test_load_jsonl_hostile_lines_are_line_errors(tmp_path):
+    good = {"id": "a", "image_path": "x.png", "label": "melanoma", "split": "val"}
+    lines = [
+        "[" * 100_000 + "]" * 100_000,  # 1: deeper than the recursion limit
+        "1" * 5000,  # 2: more digits than Python converts
+        json.dumps(good | {"score": float("nan")}),  # 3: NaN is not JSON
+        json.dumps(good | {"id": "b", "image_path": "a\x00b.png"}),  # 4: NUL in a path
+        json.dumps(good | {"id": "c", "image_path": "x" * 5000 + ".png"}),  # 5: a name too long for the system
+        json.dumps(good | {"id": "d", "image_path": "\ud800.png"}),  # 6: a lone surrogate
+        json.dumps(good | {"id": "e", "label": "x" * 1_000_000}),  # 7: a 1 MB label
+        json.dumps(good | {"id": "f", "caption": {"color": [[[["deep"]]]]}}),  # 8
+    ]
+    path = _write_lines(tmp_path / "hostile.jsonl", lines)
+    with pytest.raises(RecordError) as caught:
+        load_jsonl(path, progress=False)
+    errors = caught.value.errors
+    assert [error.split(": ")[0] for error in errors] == [f"{path}:{n}" for n in range(1, 9)]
+    assert "nested too deeply" in errors[0] and "4300" in errors[1] and "NaN is not JSON" in errors[2]
+    assert "NUL" in errors[3] and "cannot be used as a file name" in errors[4] and "cannot encode" in errors[5]
+    assert max(len(error) for error in errors) < 1000, "messages quote values in bounded length"
+    with pytest.raises(RecordError):
+        load_jsonl(path, check_files=False, progress=False)
+
+
+# ---- file names safe for any id; a failed save leaves nothing behind ----
+
+
+def test_image_file_names_are_safe_for_any_id(tmp_path):
+    assert image_file_name("syn-0") == "syn-0.png"
+    long_id, odd = "x" * 300, "a/b"
+    for record_id in (long_id, odd, "é" * 200, "../../etc/passwd", "\ud800"):
+        name = image_file_name(record_id)
+        assert len(name.encode()) <= 104 and "/" not in name and name.endswith(".png")
+    assert image_file_name("a/b") != image_file_name("a:b")
+    records = [_memory_record(0, id=long_id), _memory_record(1, id="a/b"), _memory_record(2, id="a:b")]
+    out = save_jsonl(records, tmp_path / "data.jsonl", image_dir=tmp_path / "images", progress=False)
+    loaded = load_jsonl(out, progress=False)
+    assert [record["id"] for record in loaded] == [long_id, "a/b", "a:b"]
+    assert len({record["image_path"] for record in loaded}) == 3
+    assert sorted(os.listdir(tmp_path / "images")) == sorted(image_file_name(r["id"]) for r in records)
+
+
+def test_a_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
+    kept = tmp_path / "images" / "kept.png"
+    records = [_memory_record(index) for index in range(4)]
+    original = Image.Image.save
+    calls = {"n": 0}
+
+    def failing_save(self, fp, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return original(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    for existing in (False, True):
+        if existing:
+            kept.parent.mkdir()
+            kept.write_bytes(b"old")
+        calls["n"] = 0
+        with pytest.raises(OSError, match="No space left"):
+            save_jsonl(records, tmp_path / "data.jsonl", image_dir=tmp_path / "images" / "new", progress=False)
+        assert not (tmp_path / "data.jsonl").exists()
+        if existing:
+            assert [path.name for path in kept.parent.iterdir()] == ["kept.png"] and kept.read_bytes() == b"old"
+        else:
+            assert not (tmp_path / "images").exists()
+    monkeypatch.setattr(records_module, "atomic_write", lambda *a, **k: (_ for _ in ()).throw(OSError("disk gone")))
+    monkeypatch.setattr(Image.Image, "save", original)
+    with pytest.raises(OSError, match="disk gone"):
+        save_jsonl(records, tmp_path / "data.jsonl", image_dir=tmp_path / "images", progress=False)
+    assert [path.name for path in kept.parent.iterdir()] == ["kept.png"]
+
+
+# ---- argument helpers ----
+
+
+def test_argument_type_errors_are_value_errors_too():
+    with pytest.raises(ArgumentTypeError) as caught:
+        validate_records({"id": "x"})
+    assert isinstance(caught.value, TypeError) and isinstance(caught.value, ValueError)
+
+
+def test_check_int_and_check_fraction():
+    assert check_int("n", np.int64(3), minimum=0) == 3 and type(check_int("n", np.int64(3))) is int
+    for bad in (True, 2.0, "3", None, np.float64(1.0)):
+        with pytest.raises(ValueError, match="^n must be an int"):
+            check_int("n", bad)
+    with pytest.raises(ValueError, match="^k must be an int >= 1, got 0"):
+        check_int("k", 0, minimum=1)
+    assert check_fraction("p", np.float32(0.5)) == 0.5 and check_fraction("p", 1) == 1.0
+    for bad in (math.nan, math.inf, -math.inf, -0.1, 1.5, True, "0.5", None):
+        with pytest.raises(ValueError, match="^p must be a"):
+            check_fraction("p", bad)
+    with pytest.raises(ValueError, match=r"^p must be a finite number in \[0, 1\)"):
+        check_fraction("p", 1.0, below_one=True)
+
+
+def test_describe_is_bounded_and_never_raises():
+    class Broken:
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    deep: list = []
+    for _ in range(10_000):
+        deep = [deep]
+    assert describe(Broken()).startswith("<Broken")
+    assert len(describe("x" * 1_000_000)) <= 160 and len(describe(deep)) <= 160
+    assert describe(10**5000) == "<int>"
+
+
+def test_save_jsonl_refuses_directories_where_files_go(tmp_path, photo):
+    with pytest.raises(IsADirectoryError, match="path: .* is a directory"):
+        save_jsonl([_path_record(photo)], tmp_path, progress=False)
+    (tmp_path / "images").write_text("a file")
+    with pytest.raises(NotADirectoryError, match="image_dir: '.*images' exists and is not a directory"):
+        save_jsonl([_memory_record(0)], tmp_path / "data.jsonl", image_dir=tmp_path / "images", progress=False)
+    assert not (tmp_path / "data.jsonl").exists()

@@ -74,6 +74,12 @@ def test_caption_from_concepts_is_order_independent_and_strict():
         skincon.caption_from_concepts(["Scales"])
     with pytest.raises(TypeError, match="not a single str"):
         skincon.caption_from_concepts("Scale")
+    with pytest.raises(ValueError, match="not a single str"):  # an ArgumentTypeError: TypeError and ValueError
+        skincon.caption_from_concepts("Scale")
+    with pytest.raises(ValueError, match="unknown SkinCon concept \\['Scale'\\]"):
+        skincon.caption_from_concepts([["Scale"]])  # unhashable: a clear error, not "unhashable type"
+    with pytest.raises(ValueError, match="not a single int"):
+        skincon.caption_from_concepts(3)
 
 
 def test_captions_returns_fresh_dicts():

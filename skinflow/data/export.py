@@ -17,6 +17,10 @@ TRL (``to_trl_dataset``), the format of ``GRPOTrainer`` for vision-language mode
 whose user content is ``[{"type": "image"}, {"type": "text", "text": ...}]``, an ``images`` column (a list of one
 ``datasets.Image``), and the columns ``ground_truth`` (the same JSON string), ``stage``, ``data_source``, ``id``,
 ``split``, ``label`` and ``skin_type``, which the trainer passes to reward functions as keyword arguments.
+:func:`save_trl_dataset` writes it as a ``datasets`` directory (``Dataset.load_from_disk``), refusing a non-empty one.
+
+Every image is decoded completely before it is accepted (:func:`skinflow.data.records.image_problem`), by the
+exporters and by both validators: an image that does not decode is refused with the record or row that holds it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -34,7 +40,16 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import track
 
-from skinflow.data.records import SPLITS, RecordError, atomic_write, validate_records
+from skinflow.data.records import (
+    SPLITS,
+    ArgumentTypeError,
+    RecordError,
+    atomic_write,
+    check_int,
+    describe,
+    image_problems,
+    validate_records,
+)
 from skinflow.formats import CAPTION_FIELDS, CAPTION_PROMPT, DEFAULT_K, diagnosis_prompt
 from skinflow.taxonomy import LABELS, canonical, nine_group, three_group
 
@@ -50,6 +65,7 @@ __all__ = [
     "ExportValidationError",
     "ground_truth",
     "prompt_text",
+    "save_trl_dataset",
     "to_trl_dataset",
     "to_verl_parquet",
     "validate_trl_dataset",
@@ -115,17 +131,19 @@ class ExportValidationError(ValueError):
         super().__init__(f"{title}:\n" + "\n".join(shown))
 
 
-def _check_stage(stage: object, k: object) -> None:
-    """Reject an unknown stage or a bad ``k`` with errors naming the argument."""
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {list(STAGES)}, got {stage!r}")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+def _check_stage(stage: object, k: object) -> int:
+    """``k`` as an int; rejects an unknown stage or a bad ``k`` (not an int >= 1, a bool) with errors naming them."""
+    if not isinstance(stage, str) or stage not in STAGES:
+        raise ValueError(f"stage must be one of {list(STAGES)}, got {describe(stage)}")
+    try:
+        return check_int("k", k, minimum=1)
+    except ValueError:
+        raise ValueError(f"k must be a positive int, got {describe(k)}") from None
 
 
 def prompt_text(stage: str, k: int = DEFAULT_K) -> str:
     """The user instruction of ``stage``: ``formats.CAPTION_PROMPT`` or ``formats.diagnosis_prompt(k)``."""
-    _check_stage(stage, k)
+    k = _check_stage(stage, k)
     return CAPTION_PROMPT if stage == "caption" else diagnosis_prompt(k)
 
 
@@ -141,7 +159,7 @@ def ground_truth(record: Mapping[str, Any], stage: str, k: int = DEFAULT_K) -> d
         ``{"stage": "caption", "caption": {...}}`` or
         ``{"stage": "diagnosis", "label", "canonical", "nine_group", "three_group", "k"}``.
     """
-    _check_stage(stage, k)
+    k = _check_stage(stage, k)
     if stage == "caption":
         return {"stage": "caption", "caption": {field: record["caption"][field] for field in CAPTION_FIELDS}}
     label = record["label"]
@@ -155,13 +173,13 @@ def ground_truth(record: Mapping[str, Any], stage: str, k: int = DEFAULT_K) -> d
     }
 
 
-def _check_records(records: Sequence[Mapping[str, Any]], stage: str) -> None:
-    """Contract check, plus (caption stage) a non-empty caption target for every record."""
-    validate_records(records)
+def _check_records(records: Sequence[Mapping[str, Any]], stage: str, progress: bool) -> None:
+    """Contract check with every image decoded, plus (caption stage) a non-empty caption target for every record."""
+    validate_records(records, check_images=True, progress=progress)
     if stage != "caption":
         return
     empty = [
-        f"record {index} (id {record['id']!r}): caption is empty in all twelve fields"
+        f"record {index} (id {describe(record['id'])}): caption is empty in all twelve fields"
         for index, record in enumerate(records)
         if not any(record["caption"].values())
     ]
@@ -186,24 +204,22 @@ def _png_bytes(image: Image.Image) -> bytes:
 
 
 def _image_entry(record: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """``({"bytes": ..., "path": ...}, problem)`` for the record's image: PNG for a PIL image, file bytes otherwise."""
+    """``({"bytes": ..., "path": ...}, problem)`` for the record's (already decoded) image: PNG for a PIL image,
+    the file's bytes otherwise; ``problem`` when the file can no longer be read."""
     image = record.get("image")
     if image is not None:
         return {"bytes": _png_bytes(image), "path": None}, None
     path = Path(record["image_path"])
     try:
         data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.verify()
-    except Exception as error:  # any read/format failure is reported per record
-        problem = f"image {path} is not a readable image ({type(error).__name__}: {error})"
-        return {"bytes": b"", "path": path.name}, problem
+    except OSError as error:
+        return {"bytes": b"", "path": path.name}, f"image {path} cannot be read ({type(error).__name__})"
     return {"bytes": data, "path": path.name}, None
 
 
 def _check_data_source(data_source: object) -> None:
     if data_source is not None and (not isinstance(data_source, str) or not data_source):
-        raise ValueError(f"data_source must be None or a non-empty string, got {data_source!r}")
+        raise ValueError(f"data_source must be None or a non-empty string, got {describe(data_source)}")
 
 
 def _verl_row(record: Mapping[str, Any], index: int, stage: str, k: int, data_source: str | None) -> dict[str, Any]:
@@ -245,23 +261,29 @@ def to_verl_parquet(
             non-empty caption. Write one file per split (e.g. ``train.parquet``, ``val.parquet``).
         path: the parquet file to write; its directory must exist.
         stage: ``"caption"`` (Stage I) or ``"diagnosis"`` (Stage II).
-        k: ranked diagnoses asked for in the diagnosis prompt.
+        k: ranked diagnoses asked for in the diagnosis prompt (an int >= 1).
         data_source: the ``data_source`` of every row; ``None`` uses ``"skinflow/<record source>"``
             (verl reports validation metrics per data source).
-        progress: show a progress bar while images are read and encoded.
+        progress: show a progress bar while images are decoded and written.
 
     Returns:
         the path written: ``len(records)`` rows in :data:`VERL_SCHEMA`, row ``i`` with ``extra_info.index == i``.
 
     Raises:
-        RecordError: records that break the contract, lack a caption target, or whose image file does not read.
+        ValueError: a bad ``stage``, ``k`` or ``data_source`` (before anything is read or written).
+        FileNotFoundError: the directory of ``path`` does not exist.
+        IsADirectoryError: ``path`` is a directory.
+        RecordError: records that break the contract, lack a caption target, or whose image does not decode
+            (every image is decoded before anything is written).
     """
-    _check_stage(stage, k)
+    k = _check_stage(stage, k)
     _check_data_source(data_source)
     path = Path(path)
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"path: directory {path.parent} does not exist")
-    _check_records(records, stage)
+        raise FileNotFoundError(f"path: cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"path: {str(path)!r} is a directory, not a parquet file")
+    _check_records(records, stage, progress)
     errors: list[str] = []
 
     def write(file: IO[bytes]) -> None:
@@ -278,7 +300,7 @@ def to_verl_parquet(
                 record = records[index]
                 image, problem = _image_entry(record)
                 if problem:
-                    errors.append(f"record {index} (id {record['id']!r}): {problem}")
+                    errors.append(f"record {index} (id {describe(record['id'])}): {problem}")
                 rows.append(_verl_row(record, index, stage, k, data_source) | {"images": [image]})
                 if len(rows) == ROW_GROUP_SIZE or index == len(records) - 1:
                     writer.write_table(pa.Table.from_pylist(rows, schema=VERL_SCHEMA))
@@ -322,9 +344,9 @@ def to_trl_dataset(
     Args:
         records: valid records; for ``stage="caption"`` every record needs a non-empty caption.
         stage: ``"caption"`` or ``"diagnosis"``.
-        k: ranked diagnoses asked for in the diagnosis prompt.
+        k: ranked diagnoses asked for in the diagnosis prompt (an int >= 1).
         data_source: the ``data_source`` column; ``None`` uses ``"skinflow/<record source>"``.
-        progress: show a progress bar while in-memory images are encoded.
+        progress: show a progress bar while images are decoded and in-memory images encoded.
 
     Returns:
         a dataset with the columns :data:`TRL_COLUMNS`: ``prompt`` = ``[{"role": "user", "content":
@@ -332,12 +354,16 @@ def to_trl_dataset(
         (in-memory images stored as PNG; image files referenced by path and decoded on access), ``ground_truth``
         (JSON string, see :func:`ground_truth`), ``stage``, ``data_source``, ``id``, ``split``, ``label``,
         ``skin_type`` (int or None). Row order is record order.
+
+    Raises:
+        ValueError: a bad ``stage``, ``k`` or ``data_source``.
+        RecordError: records that break the contract, lack a caption target, or whose image does not decode.
     """
     from datasets import Dataset
 
-    _check_stage(stage, k)
+    k = _check_stage(stage, k)
     _check_data_source(data_source)
-    _check_records(records, stage)
+    _check_records(records, stage, progress)
     text = prompt_text(stage, k)
     columns: dict[str, list[Any]] = {name: [] for name in TRL_COLUMNS}
     steps = track(
@@ -367,18 +393,107 @@ def to_trl_dataset(
     return Dataset.from_dict(columns, features=_trl_features())
 
 
+def _check_output_directory(directory: Path, overwrite: object) -> None:
+    """Refuse an output directory that cannot be written: missing parent, a file, or non-empty without overwrite."""
+    if not isinstance(overwrite, bool):
+        raise ArgumentTypeError(f"overwrite must be a bool, got {describe(overwrite)}")
+    if not directory.parent.is_dir():
+        raise FileNotFoundError(
+            f"directory: cannot write {str(directory)!r}: parent directory {str(directory.parent)!r} does not exist"
+        )
+    if directory.exists() or directory.is_symlink():
+        if not directory.is_dir():
+            raise FileExistsError(f"directory: {str(directory)!r} exists and is not a directory")
+        if not overwrite and any(directory.iterdir()):
+            raise FileExistsError(f"directory: {str(directory)!r} is not empty (pass overwrite=True to replace it)")
+
+
+def _directory_mode() -> int:
+    """The permission bits of a new directory under the current umask (mkdtemp's directories are 0700)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+def save_trl_dataset(
+    records: Sequence[Mapping[str, Any]],
+    directory: str | os.PathLike[str],
+    stage: str,
+    k: int = DEFAULT_K,
+    data_source: str | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """:func:`to_trl_dataset` saved as a ``datasets`` directory (read it with ``datasets.load_from_disk``), atomically.
+
+    Args:
+        records, stage, k, data_source, progress: as for :func:`to_trl_dataset`.
+        directory: the output directory. Its parent must exist; it may be missing or empty, and a non-empty one is
+            refused unless ``overwrite``.
+        overwrite: replace a non-empty ``directory`` (its old content is removed only once the new dataset is
+            complete).
+
+    Returns:
+        ``directory`` as a ``Path``. The dataset is written to a hidden staging directory next to it and renamed
+        into place, so a failure leaves ``directory`` as it was and nothing else behind.
+
+    Raises:
+        ValueError: a bad ``stage``, ``k``, ``data_source`` or ``overwrite`` (before anything is read or written).
+        FileNotFoundError: the parent of ``directory`` does not exist.
+        FileExistsError: ``directory`` is a file, or a non-empty directory and ``overwrite`` is False.
+        RecordError: as for :func:`to_trl_dataset`.
+    """
+    k = _check_stage(stage, k)
+    _check_data_source(data_source)
+    directory = Path(directory)
+    _check_output_directory(directory, overwrite)
+    dataset = to_trl_dataset(records, stage, k, data_source, progress=progress)
+    parent, name = directory.parent, directory.name[:200]
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp"))
+    old: Path | None = None
+    try:
+        dataset.save_to_disk(str(staging))
+        os.chmod(staging, _directory_mode())
+        if directory.is_dir() and any(directory.iterdir()):
+            old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old"))
+            os.replace(directory, old)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None and not directory.exists():
+            os.replace(old, directory)
+            old = None
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def _json_problem(text: str) -> tuple[object, str | None]:
+    """The JSON value of ``text``, or ``(None, why not)``; never raises."""
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as error:
+        return None, f"ground_truth is not valid JSON ({error.msg})"
+    except RecursionError:
+        return None, "ground_truth is not valid JSON here (nested too deeply)"
+    except ValueError as error:  # an integer of more than 4300 digits
+        return None, f"ground_truth is not valid JSON ({str(error)[:120]})"
+
+
 def _ground_truth_problem(text: object, stage: object) -> str | None:
-    """Why a ground-truth JSON string is not a valid target of ``stage``, or ``None``."""
+    """Why a ground-truth JSON string is not a valid target of ``stage``, or ``None``. Never raises."""
     if not isinstance(text, str):
         return f"ground_truth must be a JSON string, got {type(text).__name__}"
-    try:
-        target = json.loads(text)
-    except json.JSONDecodeError as error:
-        return f"ground_truth is not valid JSON ({error.msg})"
-    if not isinstance(target, dict) or target.get("stage") not in STAGES:
-        return f"ground_truth must be an object with 'stage' in {list(STAGES)}, got {text[:80]!r}"
+    target, problem = _json_problem(text)
+    if problem:
+        return problem
+    if not isinstance(target, dict) or not isinstance(target.get("stage"), str) or target["stage"] not in STAGES:
+        return f"ground_truth must be an object with 'stage' in {list(STAGES)}, got {describe(text)}"
     if target["stage"] != stage:
-        return f"ground_truth stage {target['stage']!r} differs from the row's stage {stage!r}"
+        return f"ground_truth stage {target['stage']!r} differs from the row's stage {describe(stage)}"
     if stage == "caption":
         caption = target.get("caption")
         if not isinstance(caption, dict) or set(caption) != set(CAPTION_FIELDS):
@@ -387,26 +502,15 @@ def _ground_truth_problem(text: object, stage: object) -> str | None:
             return "ground_truth.caption values must be strings, not all empty"
         return None
     label = target.get("label")
-    if label not in _LABEL_SET:
-        return f"ground_truth.label {label!r} is not a Fitzpatrick17k label"
+    if not isinstance(label, str) or label not in _LABEL_SET:
+        return f"ground_truth.label {describe(label)} is not a Fitzpatrick17k label"
     expected = {"canonical": canonical(label), "nine_group": nine_group(label), "three_group": three_group(label)}
     wrong = [key for key, value in expected.items() if target.get(key) != value]
     if wrong:
         return f"ground_truth {wrong} do not match the label {label!r}"
-    if not isinstance(target.get("k"), int) or target["k"] < 1:
-        return f"ground_truth.k must be a positive int, got {target.get('k')!r}"
-    return None
-
-
-def _image_bytes_problem(data: object) -> str | None:
-    """Why embedded image bytes are not a readable image, or ``None``."""
-    if not isinstance(data, bytes) or not data:
-        return "image bytes are empty"
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.verify()
-    except Exception as error:  # any format failure is a schema problem of this row
-        return f"image bytes are not a readable image ({type(error).__name__})"
+    k = target.get("k")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        return f"ground_truth.k must be a positive int, got {describe(k)}"
     return None
 
 
@@ -423,53 +527,91 @@ def _verl_schema_problems(schema: pa.Schema) -> list[str]:
     return problems
 
 
-def _verl_row_problems(row: Mapping[str, Any]) -> list[str]:
-    """Problems of one verl row (as read by pyarrow's ``to_pylist``)."""
+def _dicts(value: object) -> list[dict[str, Any]] | None:
+    """``value`` when it is a list of dicts (an arrow list of structs), else ``None``."""
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+        return value
+    return None
+
+
+def _verl_image_bytes(row: Mapping[str, Any]) -> tuple[object, str | None]:
+    """The bytes of the row's one image to decode, or ``(None, problem)``."""
+    images = _dicts(row.get("images") or [])
+    if images is None:
+        return None, "images must be a list of {bytes, path} entries"
+    if len(images) != 1:
+        return None, f"images must hold one image, got {len(images)}"
+    data = images[0].get("bytes")
+    if not isinstance(data, bytes) or not data:
+        return None, "image bytes are empty"
+    return data, None
+
+
+def _verl_row_problems(row: Mapping[str, Any], image_problem: str | None) -> list[str]:
+    """Problems of one verl row (as read by pyarrow's ``to_pylist``); ``image_problem``: its image's, if any."""
     problems = []
-    if not row["data_source"]:
+    if not row.get("data_source"):
         problems.append("data_source is empty")
-    messages = row["prompt"] or []
-    user_texts = [message["content"] or "" for message in messages if message["role"] == "user"]
-    placeholders = sum(message["content"].count(IMAGE_PLACEHOLDER) for message in messages if message["content"])
+    messages = _dicts(row.get("prompt") or [])
+    if messages is None:
+        problems.append("prompt must be a list of {role, content} messages, some are null")
+        messages = []
+    user_texts = [message.get("content") or "" for message in messages if message.get("role") == "user"]
+    contents = [message.get("content") for message in messages]
+    placeholders = sum(content.count(IMAGE_PLACEHOLDER) for content in contents if isinstance(content, str))
     if len(user_texts) != 1:
         problems.append(f"prompt must hold one user message, got {len(user_texts)}")
     if placeholders != 1 or (user_texts and user_texts[0].count(IMAGE_PLACEHOLDER) != 1):
         problems.append(f"the user text must hold exactly one {IMAGE_PLACEHOLDER}, the prompt holds {placeholders}")
-    images = row["images"] or []
-    if len(images) != 1:
-        problems.append(f"images must hold one image, got {len(images)}")
-    else:
-        problem = _image_bytes_problem(images[0]["bytes"])
-        if problem:
-            problems.append(problem)
-    reward = row["reward_model"] or {}
+    if image_problem:
+        problems.append(image_problem)
+    reward = row.get("reward_model") or {}
     if reward.get("style") != "rule":
-        problems.append(f"reward_model.style must be 'rule', got {reward.get('style')!r}")
-    extra = row["extra_info"] or {}
-    if extra.get("split") not in SPLITS:
-        problems.append(f"extra_info.split must be one of {list(SPLITS)}, got {extra.get('split')!r}")
-    if extra.get("stage") not in STAGES:
-        problems.append(f"extra_info.stage must be one of {list(STAGES)}, got {extra.get('stage')!r}")
+        problems.append(f"reward_model.style must be 'rule', got {describe(reward.get('style'))}")
+    extra = row.get("extra_info") or {}
+    split, stage = extra.get("split"), extra.get("stage")
+    if not isinstance(split, str) or split not in SPLITS:
+        problems.append(f"extra_info.split must be one of {list(SPLITS)}, got {describe(split)}")
+    if not isinstance(stage, str) or stage not in STAGES:
+        problems.append(f"extra_info.stage must be one of {list(STAGES)}, got {describe(stage)}")
     else:
-        problem = _ground_truth_problem(reward.get("ground_truth"), extra["stage"])
+        problem = _ground_truth_problem(reward.get("ground_truth"), stage)
         if problem:
             problems.append(problem)
     return problems
 
 
-def _iter_parquet_rows(parquet: pq.ParquetFile) -> Iterator[dict[str, Any]]:
+def _iter_parquet_groups(parquet: pq.ParquetFile) -> Iterator[list[dict[str, Any]]]:
     """The rows of the schema columns, one row group at a time."""
     columns = [field.name for field in VERL_SCHEMA]
     for group in range(parquet.num_row_groups):
-        yield from parquet.read_row_group(group, columns=columns).to_pylist()
+        yield parquet.read_row_group(group, columns=columns).to_pylist()
+
+
+def _image_name(source: object) -> str:
+    """How a message names an image: ``image bytes`` or ``image '<path>'``."""
+    return "image bytes" if isinstance(source, bytes) else f"image {describe(source)}"
+
+
+def _decoded_problems(sources: list[tuple[object, str | None]], name: Callable[[object], str]) -> list[str | None]:
+    """Per ``(image, problem)`` entry: ``problem``, or else the decode problem of ``image`` after ``name(image)``;
+    the images are decoded on a thread pool."""
+    to_decode = [index for index, (_, problem) in enumerate(sources) if problem is None]
+    decoded = image_problems([sources[index][0] for index in to_decode])
+    problems: list[str | None] = [problem for _, problem in sources]
+    for index, problem in zip(to_decode, decoded):
+        if problem:
+            problems[index] = f"{name(sources[index][0])} {problem}"
+    return problems
 
 
 def validate_verl_parquet(path: str | os.PathLike[str], *, progress: bool = True) -> int:
     """Check a verl parquet file written by :func:`to_verl_parquet` (or by hand) row by row.
 
     Checks the column types against :data:`VERL_SCHEMA`, and per row: one user message whose text holds exactly one
-    ``<image>``; one image whose bytes decode; ``reward_model.style == "rule"``; a ground truth that parses as the
-    JSON target of ``extra_info.stage``; ``extra_info.split`` in train/val/test; ``extra_info.index`` unique.
+    ``<image>``; one image whose bytes decode completely (:func:`skinflow.data.records.image_problem`);
+    ``reward_model.style == "rule"``; a ground truth that parses as the JSON target of ``extra_info.stage``;
+    ``extra_info.split`` in train/val/test; ``extra_info.index`` unique.
 
     Args:
         path: the parquet file.
@@ -484,10 +626,10 @@ def validate_verl_parquet(path: str | os.PathLike[str], *, progress: bool = True
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"path: parquet file {path} does not exist")
+        raise FileNotFoundError(f"path: parquet file {str(path)!r} does not exist")
     try:
         parquet = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as error:
+    except (pa.ArrowException, OSError) as error:
         raise ExportValidationError(
             f"{path} is not a verl parquet file", [f"{path}: not a parquet file ({error})"]
         ) from error
@@ -498,52 +640,74 @@ def validate_verl_parquet(path: str | os.PathLike[str], *, progress: bool = True
         )
     errors = []
     seen_index: dict[int, int] = {}
-    rows = track(
-        enumerate(_iter_parquet_rows(parquet)),
+    number = 0
+    groups = track(
+        _iter_parquet_groups(parquet),
         description="Validating verl parquet",
-        total=parquet.metadata.num_rows,
+        total=parquet.num_row_groups,
         disable=not progress,
         console=Console(stderr=True),
     )
-    for number, row in rows:
-        problems = _verl_row_problems(row)
-        index = (row["extra_info"] or {}).get("index")
-        if index in seen_index:
-            problems.append(f"extra_info.index {index} repeats row {seen_index[index]}")
-        elif index is not None:
-            seen_index[index] = number
-        errors.extend(f"{path} row {number}: {problem}" for problem in problems)
+    try:
+        for rows in groups:
+            images = _decoded_problems([_verl_image_bytes(row) for row in rows], _image_name)
+            for row, image_problem in zip(rows, images):
+                problems = _verl_row_problems(row, image_problem)
+                index = (row.get("extra_info") or {}).get("index")
+                if index in seen_index:
+                    problems.append(f"extra_info.index {index} repeats row {seen_index[index]}")
+                elif index is not None:
+                    seen_index[index] = number
+                errors.extend(f"{path} row {number}: {problem}" for problem in problems)
+                number += 1
+    except (pa.ArrowException, OSError) as error:  # a corrupt row group
+        errors.append(f"{path}: row group after row {number} cannot be read ({error})")
     if errors:
         raise ExportValidationError(f"{len(errors)} problems in {path}", errors)
     return parquet.metadata.num_rows
 
 
-def _trl_row_problems(row: Mapping[str, Any]) -> list[str]:
-    """Problems of one TRL row (images not decoded)."""
-    problems = []
-    messages = row["prompt"] or []
-    users = [message for message in messages if message["role"] == "user"]
-    if len(users) != 1:
-        problems.append(f"prompt must hold one user message, got {len(users)}")
-    else:
-        parts = users[0]["content"] or []
-        image_parts = [part for part in parts if part["type"] == "image"]
-        text_parts = [part for part in parts if part["type"] == "text" and part["text"]]
-        if len(image_parts) != 1 or not text_parts:
-            problems.append(f"the user content must hold one image part and a text part, got {parts!r:.120}")
-    images = row["images"] or []
+def _trl_image_source(row: Mapping[str, Any]) -> tuple[object, str | None]:
+    """The row's one image to decode (bytes, else its file path), or ``(None, problem)``."""
+    images = _dicts(row.get("images") or [])
+    if images is None:
+        return None, "images must be a list of images"
     if len(images) != 1:
-        problems.append(f"images must hold one image, got {len(images)}")
-    elif not images[0].get("bytes") and not (images[0].get("path") and os.path.isfile(images[0]["path"])):
-        problems.append(f"image has no bytes and no existing file ({images[0].get('path')!r})")
-    if row["split"] not in SPLITS:
-        problems.append(f"split must be one of {list(SPLITS)}, got {row['split']!r}")
-    if row["label"] not in _LABEL_SET:
-        problems.append(f"label {row['label']!r} is not a Fitzpatrick17k label")
-    if row["stage"] not in STAGES:
-        problems.append(f"stage must be one of {list(STAGES)}, got {row['stage']!r}")
+        return None, f"images must hold one image, got {len(images)}"
+    data, path = images[0].get("bytes"), images[0].get("path")
+    if isinstance(data, bytes) and data:
+        return data, None
+    if isinstance(path, str) and path:
+        return path, None
+    return None, f"image has no bytes and no file ({describe(path)})"
+
+
+def _trl_row_problems(row: Mapping[str, Any], image_problem: str | None) -> list[str]:
+    """Problems of one TRL row (as read from arrow); ``image_problem``: its image's, if any. Never raises."""
+    problems = []
+    messages = _dicts(row.get("prompt") or [])
+    users = [message for message in messages or [] if message.get("role") == "user"]
+    if messages is None or len(users) != 1:
+        problems.append(f"prompt must hold one user message, got {len(users) if messages is not None else 'none'}")
     else:
-        problem = _ground_truth_problem(row["ground_truth"], row["stage"])
+        parts = _dicts(users[0].get("content") or []) or []
+        image_parts = [part for part in parts if part.get("type") == "image"]
+        text_parts = [part for part in parts if part.get("type") == "text" and isinstance(part.get("text"), str)]
+        if len(image_parts) != 1 or not any(part["text"] for part in text_parts):
+            problems.append(
+                f"the user content must hold one image part and a text part, got {describe(users[0].get('content'))}"
+            )
+    if image_problem:
+        problems.append(image_problem)
+    split, label, stage = row.get("split"), row.get("label"), row.get("stage")
+    if not isinstance(split, str) or split not in SPLITS:
+        problems.append(f"split must be one of {list(SPLITS)}, got {describe(split)}")
+    if not isinstance(label, str) or label not in _LABEL_SET:
+        problems.append(f"label {describe(label)} is not a Fitzpatrick17k label")
+    if not isinstance(stage, str) or stage not in STAGES:
+        problems.append(f"stage must be one of {list(STAGES)}, got {describe(stage)}")
+    else:
+        problem = _ground_truth_problem(row.get("ground_truth"), stage)
         if problem:
             problems.append(problem)
     return problems
@@ -553,8 +717,9 @@ def validate_trl_dataset(dataset: datasets.Dataset) -> int:
     """Check a dataset built by :func:`to_trl_dataset` (or by hand) for TRL's ``GRPOTrainer``.
 
     Checks that the columns :data:`TRL_COLUMNS` exist, that ``images`` is a list of ``datasets.Image``, and per row:
-    one user message with one image part and a text part; one image with bytes or an existing file; ``split``,
-    ``label`` and ``stage`` valid; a ground truth that parses as the JSON target of ``stage``. Images are not decoded.
+    one user message with one image part and a text part; one image (bytes or a file) that decodes completely
+    (:func:`skinflow.data.records.image_problem`); ``split``, ``label`` and ``stage`` valid; a ground truth that
+    parses as the JSON target of ``stage``.
 
     Args:
         dataset: a ``datasets.Dataset``.
@@ -563,19 +728,21 @@ def validate_trl_dataset(dataset: datasets.Dataset) -> int:
         the number of rows.
 
     Raises:
-        TypeError: ``dataset`` is not a ``datasets.Dataset``.
+        ArgumentTypeError: ``dataset`` is not a ``datasets.Dataset`` (a ``TypeError`` and a ``ValueError``).
         ExportValidationError: one line per problem (``row 7: ...``).
     """
     from datasets import Dataset
     from datasets import Image as ImageFeature
 
     if not isinstance(dataset, Dataset):
-        raise TypeError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}")
+        raise ArgumentTypeError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}")
     missing = [name for name in TRL_COLUMNS if name not in dataset.column_names]
     if missing:
         raise ExportValidationError("the dataset lacks TRL columns", [f"missing column {name!r}" for name in missing])
     images_feature = dataset.features["images"]
-    inner = getattr(images_feature, "feature", images_feature[0] if isinstance(images_feature, list) else None)
+    inner = getattr(images_feature, "feature", None)
+    if inner is None and isinstance(images_feature, list) and len(images_feature) == 1:
+        inner = images_feature[0]
     if not isinstance(inner, ImageFeature):
         raise ExportValidationError(
             "the dataset's images are not images", [f"column 'images' has feature {images_feature}"]
@@ -584,8 +751,9 @@ def validate_trl_dataset(dataset: datasets.Dataset) -> int:
     undecoded = dataset.select_columns(list(TRL_COLUMNS)).with_format("arrow")
     for start in range(0, len(undecoded), ROW_GROUP_SIZE):
         rows = undecoded[start : start + ROW_GROUP_SIZE].to_pylist()
-        for number, row in enumerate(rows, start=start):
-            errors.extend(f"row {number}: {problem}" for problem in _trl_row_problems(row))
+        images = _decoded_problems([_trl_image_source(row) for row in rows], _image_name)
+        for number, (row, image_problem) in enumerate(zip(rows, images), start=start):
+            errors.extend(f"row {number}: {problem}" for problem in _trl_row_problems(row, image_problem))
     if errors:
         raise ExportValidationError(f"{len(errors)} problems in the TRL dataset", errors)
     return len(dataset)

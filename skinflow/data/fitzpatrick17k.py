@@ -4,7 +4,8 @@ The metadata of the 16,577 images ships as package data (``skinflow/data/resourc
 md5hash, label, Fitzpatrick skin type from Scale AI and from Centaur Labs, quality-control rating, atlas url;
 CC BY-NC-SA 3.0, see ``skinflow/data/resources/NOTICE.md``). The images do not: :func:`load` reads them from a
 directory the user provides, where each image is a file named ``<md5hash>.jpg`` (``.jpeg``/``.png`` are accepted
-too; subfolders are searched). Missing and undecodable images are counted, listed in the report and skipped.
+too; subfolders are searched). Missing and undecodable images (:func:`skinflow.data.records.image_problem`: truncated,
+not an image, over Pillow's decompression-bomb limit) are counted, listed in the report and skipped.
 
 Quality control (``qc``): 504 images carry a rating from a dermatologist review reported with the data set, the
 rest (16,073) are unrated (``None``). ``"1 Diagnostic"`` (348 images) marks images the reviewer found diagnostic of
@@ -19,22 +20,19 @@ import functools
 import gzip
 import hashlib
 import io
+import math
+import numbers
 import os
 import re
 from collections import Counter
-from collections.abc import Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from PIL import Image
-from rich.console import Console
-from rich.progress import track
-
 from skinflow.data import skincon
-from skinflow.data.records import SKIN_TYPES, SPLITS, empty_caption
+from skinflow.data.records import SKIN_TYPES, SPLITS, ArgumentTypeError, describe, empty_caption, image_problems
 from skinflow.taxonomy import LABELS, match_label
 
 __all__ = [
@@ -66,7 +64,6 @@ HOLDOUTS: tuple[str, ...] = ("diagnostic",)
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 
 _MD5 = re.compile(r"[0-9a-f]{32}")
-_CHECK_WORKERS = 8
 _SHOWN_IDS = 5
 
 
@@ -211,8 +208,8 @@ class LoadResult:
 
 def _check_image_dir(image_dir: str | os.PathLike[str]) -> Path:
     """``image_dir`` as an absolute path, or a clear error."""
-    if not isinstance(image_dir, (str, os.PathLike)):
-        raise TypeError(f"image_dir must be a path, got {type(image_dir).__name__}")
+    if not isinstance(image_dir, str | os.PathLike):
+        raise ArgumentTypeError(f"image_dir must be a path, got {type(image_dir).__name__}")
     path = Path(image_dir).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"image_dir {str(path)!r} does not exist")
@@ -221,31 +218,41 @@ def _check_image_dir(image_dir: str | os.PathLike[str]) -> Path:
     return path.resolve()
 
 
-def _check_collection(name: str, value: object, allowed: Collection[Any], describe: str) -> frozenset[Any] | None:
+def _check_collection(name: str, value: object, allowed: Collection[Any], kind: str) -> frozenset[Any] | None:
     """A filter argument as a frozenset of allowed values (``None`` = no filter), or a ``ValueError`` naming it."""
     if value is None:
         return None
-    if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
-        raise TypeError(f"{name} must be None or a collection of {describe}, got {value!r}")
-    unknown = [item for item in value if item not in allowed or isinstance(item, bool)]
+    if isinstance(value, str | bytes) or not isinstance(value, Collection):
+        raise ArgumentTypeError(f"{name} must be None or a collection of {kind}, got {describe(value)}")
+    unknown = [
+        item for item in value if not isinstance(item, Hashable) or isinstance(item, bool) or item not in allowed
+    ]
     if unknown:
         hints = {item: match_label(item) for item in unknown if isinstance(item, str) and name == "labels"}
-        hint = "".join(f" ({item!r}: did you mean {guess!r}?)" for item, guess in hints.items() if guess)
-        raise ValueError(f"{name} has values that are not {describe}: {unknown!r}{hint}")
+        hint = "".join(f" ({describe(item)}: did you mean {guess!r}?)" for item, guess in hints.items() if guess)
+        raise ValueError(f"{name} has values that are not {kind}: {describe(unknown)}{hint}")
     return frozenset(value)
 
 
 def _check_fractions(split_fractions: object) -> tuple[float, float, float]:
-    """``(train, val, test)`` fractions: three numbers >= 0 summing to 1, train > 0."""
+    """``(train, val, test)`` fractions: three finite numbers >= 0 summing to 1, train > 0 (no bools, NaN or inf)."""
+    items = (
+        tuple(split_fractions) if isinstance(split_fractions, Iterable) and not isinstance(split_fractions, str) else ()
+    )
+    if len(items) != 3 or not all(isinstance(item, numbers.Real) and not isinstance(item, bool) for item in items):
+        raise ArgumentTypeError(
+            f"split_fractions must be three numbers (train, val, test), got {describe(split_fractions)}"
+        )
+    train, val, test = (float(item) for item in items)
     if (
-        not isinstance(split_fractions, Sequence)
-        or len(split_fractions) != 3
-        or not all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in split_fractions)
+        not all(math.isfinite(item) for item in (train, val, test))
+        or min(train, val, test) < 0
+        or train <= 0
+        or abs(train + val + test - 1.0) > 1e-6
     ):
-        raise TypeError(f"split_fractions must be three numbers (train, val, test), got {split_fractions!r}")
-    train, val, test = (float(item) for item in split_fractions)
-    if min(train, val, test) < 0 or train <= 0 or abs(train + val + test - 1.0) > 1e-6:
-        raise ValueError(f"split_fractions must be >= 0 with train > 0 and sum to 1, got {split_fractions!r}")
+        raise ValueError(
+            f"split_fractions must be finite, >= 0, with train > 0 and sum to 1, got {describe(split_fractions)}"
+        )
     return train, val, test
 
 
@@ -270,42 +277,13 @@ def _index_directory(image_dir: Path) -> tuple[dict[str, Path], list[Path]]:
     return by_stem, others
 
 
-def _image_problem(path: Path) -> str | None:
-    """Why the image at ``path`` cannot be decoded, or ``None`` when it decodes.
-
-    JPEGs are decoded at reduced scale (which still reads the whole stream, so truncation is caught).
-    """
-    try:
-        with Image.open(path) as image:
-            image.draft(None, (max(1, image.width // 8), max(1, image.height // 8)))
-            image.load()
-    except Exception as error:  # any decoder failure (OSError, SyntaxError, ValueError, ...) means skip the image
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
-def _check_images(paths: Sequence[Path], progress: bool) -> list[str | None]:
-    """:func:`_image_problem` of every path, decoded on a thread pool, with a progress bar."""
-    with ThreadPoolExecutor(max_workers=min(_CHECK_WORKERS, os.cpu_count() or 1)) as pool:
-        results = pool.map(_image_problem, paths)
-        return list(
-            track(
-                results,
-                description="Checking images",
-                total=len(paths),
-                disable=not progress,
-                console=Console(stderr=True),
-            )
-        )
-
-
 def _check_split_arguments(split_seed: object, split_fractions: object, holdout: object) -> tuple[float, float, float]:
     """The ``(train, val, test)`` fractions; rejects a non-int seed, bad fractions or an unknown hold-out by name."""
-    if not isinstance(split_seed, int) or isinstance(split_seed, bool):
-        raise TypeError(f"split_seed must be an int, got {split_seed!r}")
+    if not isinstance(split_seed, numbers.Integral) or isinstance(split_seed, bool):
+        raise ArgumentTypeError(f"split_seed must be an int, got {describe(split_seed)}")
     fractions = _check_fractions(split_fractions)
-    if holdout is not None and holdout not in HOLDOUTS:
-        raise ValueError(f"holdout must be None or one of {list(HOLDOUTS)}, got {holdout!r}")
+    if holdout is not None and (not isinstance(holdout, str) or holdout not in HOLDOUTS):
+        raise ValueError(f"holdout must be None or one of {list(HOLDOUTS)}, got {describe(holdout)}")
     return fractions
 
 
@@ -349,6 +327,7 @@ def assign_splits(
         ``{md5hash: "train" | "val" | "test"}`` for every row.
     """
     train, val, test = _check_split_arguments(split_seed, split_fractions, holdout)
+    split_seed = int(split_seed)
     splits: dict[str, str] = {}
     if holdout == "diagnostic":
         splits |= {row.md5hash: "test" for row in rows if row.qc == DIAGNOSTIC}
@@ -406,8 +385,9 @@ def load(
         split_fractions: ``(train, val, test)`` fractions, stratified by label.
         holdout: ``"diagnostic"``: test is exactly the expert-reviewed ``"1 Diagnostic"`` images and the rest is
             split train/val; ``None``: every image is split by ``split_fractions``.
-        check_images: decode every image (reduced-scale JPEG decode, on a thread pool) and skip undecodable ones;
-            ``False`` only checks that the files exist.
+        check_images: decode every image (:func:`skinflow.data.records.image_problem`: JPEGs at 1/8 scale, which
+            still reads the whole stream; on a thread pool) and skip undecodable ones and those over Pillow's
+            decompression-bomb limit; ``False`` only checks that the files exist.
         progress: show a progress bar while checking images.
 
     Returns:
@@ -444,7 +424,9 @@ def load(
     missing_ids = tuple(row.md5hash for row in rows if row.md5hash not in files)
     corrupt_files: list[tuple[str, str]] = []
     if check_images:
-        problems = _check_images([files[row.md5hash] for row in present], progress)
+        problems = image_problems(
+            [files[row.md5hash] for row in present], progress=progress, description="Checking images"
+        )
         corrupt_files = [(str(files[row.md5hash]), problem) for row, problem in zip(present, problems) if problem]
         present = [row for row, problem in zip(present, problems) if problem is None]
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from importlib import resources
 from typing import NamedTuple
 
+from skinflow.data.records import ArgumentTypeError, describe
 from skinflow.formats import CAPTION_FIELDS, FIELD_VALUES, SKINCON_CONCEPTS
 
 __all__ = [
@@ -134,13 +135,19 @@ def caption_from_concepts(concepts: Iterable[str]) -> dict[str, str]:
         a dict over all twelve ``CAPTION_FIELDS``: the mapped terms of each field joined with ``", "`` in
         ``FIELD_VALUES[field]`` order, ``""`` for fields no concept maps to, e.g.
         ``{"color": "red", "lesion_type": "plaque", "surface": "scaly", "location": "", ...}``.
+
+    Raises:
+        ArgumentTypeError: ``concepts`` is a single string or not iterable (a ``TypeError`` and a ``ValueError``).
+        ValueError: a name that is not a SkinCon concept.
     """
-    if isinstance(concepts, str):
-        raise TypeError("concepts must be an iterable of concept names, not a single str")
+    if isinstance(concepts, str | bytes) or not isinstance(concepts, Iterable):
+        raise ArgumentTypeError(
+            f"concepts must be an iterable of concept names, not a single {type(concepts).__name__}"
+        )
     terms: dict[str, set[str]] = {field: set() for field in CAPTION_FIELDS}
     for concept in concepts:
-        if concept not in SKINCON_CONCEPTS:
-            raise ValueError(f"unknown SkinCon concept {concept!r}; known: {sorted(SKINCON_CONCEPTS)}")
+        if not isinstance(concept, str) or concept not in SKINCON_CONCEPTS:
+            raise ValueError(f"unknown SkinCon concept {describe(concept)}; known: {sorted(SKINCON_CONCEPTS)}")
         field, term = SKINCON_CONCEPTS[concept]
         terms[field].add(term)
     return {field: ", ".join(term for term in FIELD_VALUES[field] if term in terms[field]) for field in CAPTION_FIELDS}

@@ -16,6 +16,8 @@ requested proportions (exactly stratified by label).
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from rich.progress import track
 
-from skinflow.data.records import SKIN_TYPES, SPLITS, atomic_write
+from skinflow.data.records import SKIN_TYPES, SPLITS, atomic_write, check_fraction, check_int, describe
 from skinflow.data.synthetic_draw import SIZE_RADII, lesion_region, outline_extent, place_lesions, render
 from skinflow.formats import CAPTION_FIELDS
 from skinflow.tiny import IMAGE_SIZE
@@ -211,26 +213,31 @@ def _sample_caption(diagnosis: Diagnosis, rng: np.random.Generator) -> dict[str,
 
 
 def _check_arguments(n: Any, seed: Any, image_size: Any, splits: Any, label_noise: Any,
-                     skin_types: tuple[Any, ...]) -> None:
+                     skin_types: tuple[Any, ...]) -> tuple[float, float, float]:
+    """The ``splits`` as floats; refuses bad arguments of :func:`generate` with a ``ValueError`` naming the argument.
+
+    Ints may be numpy integers, numbers numpy floats (``splits`` a numpy array); bools, NaN and infinities are
+    refused everywhere.
+    """
     def is_int(value: Any) -> bool:
-        return isinstance(value, int | np.integer) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
-    def is_number(value: Any) -> bool:
-        return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    def is_fraction(value: Any) -> bool:
+        return (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+                and value >= 0)
 
-    if not is_int(n) or n < 0:
-        raise ValueError(f"n must be an int >= 0, got {n!r}")
-    if not is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    if not is_int(image_size) or image_size < 56:
-        raise ValueError(f"image_size must be an int >= 56, got {image_size!r}")
-    if (isinstance(splits, str) or not isinstance(splits, Sequence) or len(splits) != 3
-            or not all(is_number(f) and f >= 0 for f in splits) or abs(sum(splits) - 1.0) > 1e-6):
-        raise ValueError(f"splits must be three fractions >= 0 (train, val, test) summing to 1, got {splits!r}")
-    if not is_number(label_noise) or not 0.0 <= label_noise < 1.0:
-        raise ValueError(f"label_noise must be a fraction in [0, 1), got {label_noise!r}")
+    check_int("n", n, minimum=0)
+    check_int("seed", seed, minimum=0)
+    check_int("image_size", image_size, minimum=56)
+    fractions = tuple(splits) if isinstance(splits, Iterable) and not isinstance(splits, str | bytes) else ()
+    if (len(fractions) != 3 or not all(is_fraction(f) for f in fractions)
+            or abs(sum(float(f) for f in fractions) - 1.0) > 1e-6):
+        raise ValueError(f"splits must be three finite fractions >= 0 (train, val, test) summing to 1, "
+                         f"got {describe(splits)}")
+    check_fraction("label_noise", label_noise, below_one=True)
     if not skin_types or not all(is_int(t) and t in SKIN_TYPES for t in skin_types):
-        raise ValueError(f"skin_types must be a non-empty collection of Fitzpatrick types 1-6, got {skin_types!r}")
+        raise ValueError(f"skin_types must be a non-empty collection of Fitzpatrick types 1-6, got {describe(skin_types)}")
+    return tuple(float(f) for f in fractions)
 
 
 def _split_plan(splits: Sequence[float]) -> list[str]:
@@ -329,8 +336,7 @@ def generate(
         skin_types = tuple(SKIN_TYPES) if skin_types is None else tuple(skin_types)
     except TypeError:
         raise ValueError(f"skin_types must be a collection of Fitzpatrick types 1-6, got {skin_types!r}") from None
-    _check_arguments(n, seed, image_size, splits, label_noise, skin_types)
-    plan = _split_plan(splits)
+    plan = _split_plan(_check_arguments(n, seed, image_size, splits, label_noise, skin_types))
     indices: Iterable[int] = range(n)
     if progress:
         indices = track(indices, description="synthetic images", total=n)

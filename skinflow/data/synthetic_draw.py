@@ -30,6 +30,7 @@ __all__ = [
     "SKIN_TONES",
     "Lesion",
     "Region",
+    "fallback_layout",
     "implicit_pattern",
     "lesion_region",
     "outline_extent",
@@ -173,9 +174,15 @@ def place_lesions(
         region: the box whole lesions must lie in.
         rng: the source of randomness.
 
-    The layout is retried (4 times) with radii shrinking in steps of 8 % (never below the range), then with one
-    lesion less, and so on. Returns the lesions, ``len`` within ``count_range``. Raises ``RuntimeError`` when no layout fits (a combination of
-    attributes the generator never asks for).
+    The random layout is retried (4 times) with radii shrinking in steps of 8 % (never below the range), then with
+    one lesion less, and so on. When no random layout fits, the deterministic layout of :func:`fallback_layout`
+    (lesions of the smallest radius on an even grid or line) is used, from the drawn count down. It fits every
+    combination of attributes the synthetic generator asks for at every image size (a test checks this), so the
+    generator never fails. Returns the lesions, ``len`` within ``count_range``.
+
+    Raises:
+        ValueError: not even the fallback fits (lesions too large for ``region``: arguments the generator never
+            passes).
     """
     low, high = radius_range
     drawn = int(rng.integers(count_range[0], count_range[1] + 1))
@@ -186,12 +193,74 @@ def place_lesions(
         if centres is not None:
             break
     else:
-        raise RuntimeError(f"cannot place {count_range} lesions of radius {radius_range} as {distribution!r} in {region}")
+        for count in range(drawn, count_range[0] - 1, -1):
+            radii = np.full(count, float(low))
+            centres = fallback_layout(distribution, count, low * extent, region)
+            if centres is not None:
+                break
+        else:
+            raise ValueError(
+                f"cannot place {count_range} lesions of radius {radius_range} as {distribution!r} in {region}, "
+                "not even on the fallback grid"
+            )
     return [
         Lesion(y=float(y), x=float(x), radius=float(radius), angle=float(rng.uniform(0, np.pi)),
                phases=tuple(float(p) for p in rng.uniform(0, 2 * np.pi, 4)))
         for (y, x), radius in zip(centres, radii)
     ]
+
+
+def _grid_shape(count: int, pitch: float, width: float, height: float, spread: bool) -> tuple[int, int] | None:
+    """``(rows, columns)`` of the grid for ``count`` lesions ``pitch`` apart whose centres span at most ``width`` by
+    ``height``: the most compact one (``spread``: the one with the fewest rows that fits), or ``None``."""
+    shapes = [(rows, -(-count // rows)) for rows in range(1, count + 1)]
+    fitting = [(rows, cols) for rows, cols in shapes if (cols - 1) * pitch <= width and (rows - 1) * pitch <= height]
+    if not fitting:
+        return None
+    return fitting[0] if spread else min(fitting, key=lambda shape: (max(shape) - min(shape), shape[0]))
+
+
+def fallback_layout(distribution: str, count: int, reach: float, region: Region) -> np.ndarray | None:
+    """Deterministic centres ``(count, 2)`` for ``count`` lesions reaching ``reach`` px, or ``None`` if none fits.
+
+    localized: the middle of the region. grouped: a compact grid with gaps of 2 px (at 112 px), centred.
+    scattered: a grid spread over the whole region (gaps at least the scattered minimum). linear: evenly spaced
+    along the region's diagonal with gaps of 2 px. Every layout keeps the distribution's rule (gaps, line) and
+    its lesions inside ``region``.
+    """
+    lower = np.array([region.top + reach, region.left + reach])
+    upper = np.array([region.bottom - reach, region.right - reach])
+    if np.any(lower > upper) or count < 1:
+        return None
+    middle = (lower + upper) / 2
+    room_y, room_x = upper - lower  # where centres may lie
+    if distribution == "localized":
+        return middle[None, :] if count == 1 else None
+    if distribution == "linear":
+        step = 2 * reach + np.mean(_LINEAR_GAP) * region.scale
+        diagonal = float(np.hypot(room_y, room_x))
+        if (count - 1) * step > diagonal:
+            return None
+        direction = np.array([room_y, room_x]) / diagonal if diagonal > 0 else np.array([0.0, 1.0])
+        centres = middle + ((np.arange(count) - (count - 1) / 2) * step)[:, None] * direction
+    elif distribution in ("grouped", "scattered"):
+        gap = (np.mean(_GROUPED_GAP) if distribution == "grouped"
+               else _SCATTERED_MIN_GAP["few" if count <= 3 else "multiple"]) * region.scale
+        pitch = 2 * reach + gap
+        shape = _grid_shape(count, pitch, room_x, room_y, spread=distribution == "scattered")
+        if shape is None:
+            return None
+        rows, cols = shape
+        if distribution == "grouped":
+            ys = middle[0] + (np.arange(rows) - (rows - 1) / 2) * pitch
+            xs = middle[1] + (np.arange(cols) - (cols - 1) / 2) * pitch
+        else:
+            ys = np.linspace(lower[0], upper[0], rows) if rows > 1 else middle[:1]
+            xs = np.linspace(lower[1], upper[1], cols) if cols > 1 else middle[1:]
+        centres = np.array([(y, x) for y in ys for x in xs])[:count]
+    else:
+        raise ValueError(f"distribution must be localized, grouped, scattered or linear, got {distribution!r}")
+    return centres if np.all((centres >= lower - 1e-9) & (centres <= upper + 1e-9)) else None
 
 
 def _layout(distribution: str, reach: np.ndarray, region: Region, rng: np.random.Generator) -> np.ndarray | None:
