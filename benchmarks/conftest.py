@@ -48,7 +48,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     groups: dict[str, list] = {}
     for bench in session.benchmarks:
-        if "paired_ratio" not in bench.extra_info:  # paired groups get their own table below
+        if "paired_ratio" not in bench.extra_info and "paired_ms" not in bench.extra_info:  # own tables below
             groups.setdefault(bench.group or "", []).append(bench)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
     write = terminalreporter.write_line
@@ -70,3 +70,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for bench in sorted(paired, key=lambda b: b.group or ""):
             info = bench.extra_info
             write(f"{bench.group:<48} {info['op_ms']:>10.3f} {info['linear_ms']:>13.3f} {info['paired_ratio']:>15.2f}")
+    breakdowns = [b for b in session.benchmarks if "paired_ms" in b.extra_info]
+    if breakdowns:
+        write("")
+        write(f"{'breakdown group (every part in each round)':<56} {'part':<16} {'median ms':>10} {'x nn.Linear':>12}")
+        for bench in sorted(breakdowns, key=lambda b: b.group or ""):
+            parts = bench.extra_info["paired_ms"]
+            for part, ms in parts.items():
+                write(f"{bench.group:<56} {part:<16} {ms:>10.3f} {ms / parts['nn.Linear']:>12.2f}")
+            if "per_sample_loop" in parts and "layer" in parts:
+                loop = parts["per_sample_loop"] / parts["layer"]
+                write(f"{bench.group:<56} {'loop / layer':<16} {'':>10} {loop:>12.2f}")
