@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest tests -q
 
 demo: $(STAMP)
-	$(PY) -m fdlinear.experiments.spirals
+	$(PY) -m fdlinear.experiments.spirals --out runs/spirals
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks

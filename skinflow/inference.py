@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+import stat
+import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -17,7 +21,9 @@ ImageLike = Image.Image | str | Path
 
 
 class ImageReadError(ValueError):
-    """An input image could not be read (missing, not an image, or corrupt)."""
+    """An input image could not be used: missing, not an image, corrupt, too large, or refused by the processor.
+
+    The message names the argument and the file, on one line."""
 
 
 @dataclass(frozen=True)
@@ -45,18 +51,92 @@ class Diagnosis:
         return asdict(self)
 
 
-def read_image(image: ImageLike, name: str = "image") -> Image.Image:
-    """A PIL image or an image file path → an RGB PIL image; :class:`ImageReadError` naming ``name`` otherwise."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if not isinstance(image, str | Path):
-        raise ImageReadError(f"{name} must be a PIL image or a file path, got {type(image).__name__}")
+def _describe(name: str, image: object) -> str:
+    """``name`` and, for a file path, the path: ``IMAGE 'lesion.jpg'``."""
+    return f"{name} {str(image)!r}" if isinstance(image, str | Path) else name
+
+
+def _open_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be opened as an image file, or ``None`` (a regular file, not a directory or a FIFO)."""
     try:
-        with Image.open(image) as opened:
+        mode = path.stat().st_mode
+    except OSError as error:
+        return error.strerror or str(error)
+    if stat.S_ISDIR(mode):
+        return "is a directory, not an image file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file"
+    return None
+
+
+def _decode(path: Path) -> Image.Image:
+    """Open and fully decode ``path`` as an RGB image; the reason as an ``ImageReadError`` message otherwise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as opened:
             opened.load()
             return opened.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise ImageReadError(f"{name}: cannot read image {str(image)!r}: {error}") from error
+
+
+def read_image(image: ImageLike, name: str = "image", image_processor: Any = None) -> Image.Image:
+    """A PIL image or an image file path → an RGB PIL image, fully decoded.
+
+    Args:
+        image: a PIL image or the path of an image file.
+        name: what to call it in errors (e.g. ``"IMAGE"`` or ``"images[3]"``); a path is added after it.
+        image_processor: optional Qwen2-VL image processor whose limits the image must meet (see
+            :func:`check_image`), so that a refused image fails here, not in the middle of a batch.
+
+    Raises :class:`ImageReadError` naming ``name`` and the file: not a PIL image or path, missing, a directory or
+    another non-regular file, unreadable, not an image, truncated or corrupt, over PIL's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS`` pixels), or refused by ``image_processor``.
+    """
+    if isinstance(image, Image.Image):
+        picture = image.convert("RGB")
+    elif isinstance(image, str | Path):
+        label = _describe(name, image)
+        problem = _open_problem(Path(image)) if str(image) else "the path is empty"
+        if problem is not None:
+            raise ImageReadError(f"{label}: {problem}")
+        try:
+            picture = _decode(Path(image))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            message = str(error).rstrip(".")
+            raise ImageReadError(f"{label}: image too large ({message}; the limit is PIL.Image.MAX_IMAGE_PIXELS)") \
+                from error
+        except UnidentifiedImageError as error:
+            raise ImageReadError(f"{label}: not an image file PIL can identify") from error
+        except OSError as error:
+            reason = error.strerror if error.errno is not None and error.strerror else str(error)
+            raise ImageReadError(f"{label}: cannot read image: {reason}") from error
+        except MemoryError:
+            raise
+        except Exception as error:  # a corrupt file can make a decoder raise anything (SyntaxError, struct.error...)
+            raise ImageReadError(f"{label}: cannot decode image ({type(error).__name__}: {error})") from error
+    else:
+        raise ImageReadError(f"{name} must be a PIL image or a file path, got {type(image).__name__}")
+    if image_processor is not None:
+        check_image(picture, image_processor, _describe(name, image))
+    return picture
+
+
+def check_image(image: Image.Image, image_processor: Any, name: str = "image") -> None:
+    """Raise :class:`ImageReadError` naming ``name`` when ``image_processor`` would refuse ``image``.
+
+    The Qwen2-VL image processors resize every image with ``smart_resize``, which raises for an aspect ratio over
+    200 (other transformers releases also refuse sides shorter than a patch); this asks the processor itself, with
+    its own limits (``patch_size``, ``merge_size``, ``min_pixels``/``max_pixels``), before any model runs.
+    """
+    count = getattr(image_processor, "get_number_of_image_patches", None)
+    if count is None:
+        return
+    width, height = image.size
+    try:
+        patches = count(height, width, {})
+    except (ValueError, ZeroDivisionError) as error:
+        raise ImageReadError(f"{name}: the image processor refuses a {width}x{height} image: {error}") from error
+    if not isinstance(patches, int) or patches < 1:
+        raise ImageReadError(f"{name}: the image processor makes no patches of a {width}x{height} image")
 
 
 def candidates_from_text(text: str, k: int) -> list[Candidate]:
@@ -92,6 +172,13 @@ def generate_answers(
     return answers
 
 
+def _positive_int(value: object, argument: str) -> int:
+    """``value`` as an int >= 1 (numpy integers too, bools not); ``ValueError`` naming ``argument`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{argument} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def diagnose(
     model: nn.Module,
     processor,
@@ -114,18 +201,20 @@ def diagnose(
         batch_size: images per generate call.
         max_new_tokens: generation budget per answer.
 
-    Returns one :class:`Diagnosis` per image, in order. Raises :class:`ImageReadError` naming the first unreadable
-    image before anything runs.
+    Returns one :class:`Diagnosis` per image, in order. Raises :class:`ImageReadError` naming the first image that
+    cannot be read or that the processor would refuse (see :func:`read_image`), and ``ValueError`` for a bad
+    ``k``, ``batch_size`` or ``max_new_tokens``, before anything runs.
     """
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    k, batch_size, max_new_tokens = (
+        _positive_int(value, argument)
+        for argument, value in (("k", k), ("batch_size", batch_size), ("max_new_tokens", max_new_tokens))
+    )
     if isinstance(images, Image.Image | str | Path):
         images = [images]
-    pictures = [read_image(image, f"images[{index}]") for index, image in enumerate(images)]
+    elif not isinstance(images, Iterable) or isinstance(images, bytes):
+        raise TypeError(f"images must be an image, a file path or a sequence of them, got {type(images).__name__}")
+    image_processor = getattr(processor, "image_processor", None)
+    pictures = [read_image(image, f"images[{index}]", image_processor) for index, image in enumerate(images)]
     if not pictures:
         return []
     caption_texts = generate_answers(model, processor, pictures, CAPTION_PROMPT, max_new_tokens, batch_size)

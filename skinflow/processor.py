@@ -6,10 +6,15 @@ that has no torchvision build). :class:`ImageOnlyQwenVLProcessor` keeps the stoc
 handling (the same ``<|image_pad|>`` expansion from ``image_grid_thw``, the same image processor and chat template)
 and drops videos. It is registered with ``AutoProcessor`` when skinflow is imported, so a directory saved from it
 reloads with ``AutoProcessor.from_pretrained`` (local files, no remote code).
+
+:func:`load_processor` loads and checks the processor of a checkpoint directory (either class), with one clear
+error naming the directory or file when it cannot be used.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from transformers import AutoProcessor, ProcessorMixin, Qwen2_5_VLProcessor
@@ -51,3 +56,94 @@ class ImageOnlyQwenVLProcessor(Qwen2_5_VLProcessor):
 def register_with_transformers() -> None:
     """Let ``AutoProcessor.from_pretrained`` find :class:`ImageOnlyQwenVLProcessor` by name."""
     AutoProcessor.register(_REGISTRY_KEY, ImageOnlyQwenVLProcessor, exist_ok=True)
+
+
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+"""The files that hold a Qwen2 tokenizer: a fast ``tokenizer.json``, or a slow vocabulary and merges."""
+
+IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+"""The files that can hold the image processor's settings (transformers 4 writes the first, 5 the second)."""
+
+
+def _short(error: BaseException) -> str:
+    """``Type: first line of the message`` of an exception raised while loading."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _check_files(path: Path, label: str) -> None:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{label}: not a checkpoint directory")
+    if not any(all((path / name).is_file() for name in files) for files in TOKENIZER_FILES):
+        raise FileNotFoundError(f"{label}: no tokenizer files (tokenizer.json, or vocab.json and merges.txt)")
+    if not any((path / name).is_file() for name in IMAGE_PROCESSOR_FILES):
+        raise FileNotFoundError(f"{label}: no image processor settings ({' or '.join(IMAGE_PROCESSOR_FILES)})")
+
+
+def check_processor(processor: Any, config: Any = None, name: str = "processor") -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``processor`` can serve a Qwen2.5-VL model of ``config``.
+
+    Checked: a tokenizer holding ``<|image_pad|>`` and a chat template; a Qwen2-VL style image processor
+    (``patch_size``, ``merge_size``, ``temporal_patch_size``); with ``config`` (a ``Qwen2_5_VLConfig``), the same
+    image token id, patch, merge and temporal patch sizes as the model's, and no token id beyond its vocabulary.
+    """
+    tokenizer = getattr(processor, "tokenizer", None)
+    image_processor = getattr(processor, "image_processor", None)
+    if tokenizer is None or image_processor is None:
+        raise ValueError(f"{name}: a {type(processor).__name__}, not a processor with a tokenizer and an image "
+                         "processor")
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    if image_token_id is None or image_token_id == tokenizer.unk_token_id:
+        raise ValueError(f"{name}: the tokenizer has no {IMAGE_TOKEN} token")
+    if not (getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)):
+        raise ValueError(f"{name}: no chat template (chat_template.jinja or a chat_template entry)")
+    sizes = {key: getattr(image_processor, key, None) for key in ("patch_size", "merge_size", "temporal_patch_size")}
+    if not all(isinstance(value, int) and value >= 1 for value in sizes.values()):
+        raise ValueError(f"{name}: not a Qwen2-VL image processor ({type(image_processor).__name__}, {sizes})")
+    if config is None:
+        return
+    vision = config.vision_config
+    expected = {"patch_size": vision.patch_size, "merge_size": vision.spatial_merge_size,
+                "temporal_patch_size": vision.temporal_patch_size}
+    different = {key: (sizes[key], expected[key]) for key in sizes if sizes[key] != expected[key]}
+    if different:
+        details = ", ".join(f"{key} {mine} vs the model's {theirs}" for key, (mine, theirs) in different.items())
+        raise ValueError(f"{name}: the image processor does not match the model: {details}")
+    if image_token_id != config.image_token_id:
+        raise ValueError(f"{name}: the tokenizer's {IMAGE_TOKEN} is id {image_token_id}, the model's "
+                         f"image_token_id is {config.image_token_id}")
+    vocab_size = config.text_config.vocab_size
+    if len(tokenizer) > vocab_size:
+        raise ValueError(f"{name}: the tokenizer has {len(tokenizer)} tokens, more than the model's vocab_size "
+                         f"{vocab_size}")
+
+
+def load_processor(path: str | os.PathLike[str], *, config: Any = None, name: str = "path") -> ProcessorMixin:
+    """The processor of a local checkpoint directory, checked (see :func:`check_processor`).
+
+    ``AutoProcessor.from_pretrained`` with local files only and no remote code: the stock ``Qwen2_5_VLProcessor`` of
+    a Qwen2.5-VL checkpoint, or :class:`ImageOnlyQwenVLProcessor` of a directory saved from it (the tiny default).
+
+    Args:
+        path: the checkpoint directory.
+        config: the model's config, to check that the processor matches it.
+        name: what to call the directory in errors (e.g. ``"--model"``).
+
+    Raises ``FileNotFoundError`` (not a directory, no tokenizer files, no image processor settings) or
+    ``ValueError`` (files that do not load, or a processor that does not fit the model), naming ``name`` and the
+    directory on one line.
+    """
+    register_with_transformers()
+    directory = Path(path)
+    label = f"{name} {str(path)!r}"
+    _check_files(directory, label)
+    try:
+        processor = AutoProcessor.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+    except MemoryError:
+        raise
+    except ImportError as error:
+        raise ValueError(f"{label}: its processor needs a missing package ({_short(error)})") from error
+    except Exception as error:  # tokenizers and the JSON readers raise many types for a corrupt file
+        raise ValueError(f"{label}: cannot load the processor ({_short(error)})") from error
+    check_processor(processor, config, label)
+    return processor

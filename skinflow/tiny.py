@@ -18,6 +18,7 @@ from a local directory (after ``import skinflow``), with ``HF_HUB_OFFLINE=1``.
 from __future__ import annotations
 
 import json
+import numbers
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -160,18 +161,22 @@ def build_tokenizer(vocab_size: int = VOCAB_SIZE) -> Qwen2Tokenizer:
     return tokenizer
 
 
-def build_processor(tokenizer: Qwen2Tokenizer | None = None) -> ImageOnlyQwenVLProcessor:
-    """The image-only Qwen2.5-VL processor of the tiny default (images resized to about IMAGE_SIZE²)."""
-    tokenizer = build_tokenizer() if tokenizer is None else tokenizer
+def build_image_processor() -> Qwen2VLImageProcessorPil:
+    """The image processor of the tiny default: Qwen2-VL's (PIL backend), images resized to about IMAGE_SIZE²."""
     pixels = IMAGE_SIZE * IMAGE_SIZE
-    image_processor = Qwen2VLImageProcessorPil(
+    return Qwen2VLImageProcessorPil(
         patch_size=PATCH_SIZE,
         merge_size=SPATIAL_MERGE_SIZE,
         temporal_patch_size=TEMPORAL_PATCH_SIZE,
         min_pixels=pixels,
         max_pixels=pixels,
     )
-    return ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
+
+
+def build_processor(tokenizer: Qwen2Tokenizer | None = None) -> ImageOnlyQwenVLProcessor:
+    """The image-only Qwen2.5-VL processor of the tiny default (images resized to about IMAGE_SIZE²)."""
+    tokenizer = build_tokenizer() if tokenizer is None else tokenizer
+    return ImageOnlyQwenVLProcessor(build_image_processor(), tokenizer, chat_template=CHAT_TEMPLATE)
 
 
 def special_token_ids(tokenizer: Qwen2Tokenizer) -> dict[str, int]:
@@ -207,13 +212,21 @@ def build(
         num_bases: K of the DVE layers.
         dve: apply the DVE (default blocks and projections of :func:`skinflow.dve.apply_dve`).
 
-    Returns the model in eval mode (float32, CPU) and its processor.
+    Returns the model in eval mode (float32, CPU) and its processor. Raises ``TypeError``/``ValueError`` naming the
+    argument for a seed that is not an int in [0, 2**64) or a ``dve`` that is not a bool (``num_bases``: see
+    :func:`skinflow.dve.apply_dve`).
     """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    if not isinstance(dve, bool):
+        raise TypeError(f"dve must be a bool, got {dve!r}")
     processor = build_processor()
     config = build_config(processor.tokenizer)
     generator_state = torch.random.get_rng_state()
     try:
-        torch.manual_seed(seed)
+        torch.manual_seed(int(seed))
         model = Qwen2_5_VLForConditionalGeneration(config)
         if dve:
             apply_dve(model, num_bases=num_bases)

@@ -35,10 +35,10 @@ def test_synthetic_then_export_to_verl_and_trl(tmp_path, capsys):
 def test_data_command_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["synthetic", "-2", "--out", str(tmp_path)])
-    assert exit_info.value.code == 2 and "n must" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "argument n: must be a non-negative integer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["export", str(tmp_path / "none.jsonl"), str(tmp_path / "x.parquet"), "--stage", "caption"])
-    assert "JSONL must be a file" in capsys.readouterr().err
+    assert "none.jsonl': no such file" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a"}\n')
     with pytest.raises(SystemExit):

@@ -1,5 +1,6 @@
 """The Dynamic Vision Encoder in a small random Qwen2.5-VL: exact at init, one image = one sample, save/load."""
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForImageTextToText, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -113,7 +114,7 @@ def test_save_and_load_round_trip(tmp_path, monkeypatch):
         assert loaded.config.model_type == "qwen2_5_vl"
         assert isinstance(loaded.model.visual.blocks[2].mlp.down_proj, DVELinear)
         torch.testing.assert_close(tower_output(loaded, pixels, grid), expected)
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
         load_pretrained(tmp_path / "missing")
 
 
@@ -140,3 +141,53 @@ def test_gradient_checkpointing_recomputes_with_each_forwards_own_images(use_ree
     for name, p in model.named_parameters():
         if name in expected:
             torch.testing.assert_close(p.grad, expected[name], msg=name)
+
+
+@pytest.mark.parametrize(
+    "arguments, error, message",
+    [
+        (dict(projections="qkv"), TypeError, "not 'qkv'"),  # a str is not taken as the letters q, k, v
+        (dict(projections=b"qkv"), TypeError, "projections"),
+        (dict(projections=[]), ValueError, "projections"),
+        (dict(projections=["qkv", 3]), ValueError, "projections"),
+        (dict(blocks="23"), TypeError, "blocks"),
+        (dict(blocks=3), TypeError, "blocks"),
+        (dict(blocks=True), TypeError, "blocks"),
+        (dict(blocks=[True]), TypeError, "blocks"),
+        (dict(blocks=[2.0]), TypeError, "blocks"),
+        (dict(blocks=[-1]), ValueError, "blocks"),
+        (dict(blocks=[]), ValueError, "blocks"),
+        (dict(num_bases=True), TypeError, "num_bases"),
+        (dict(num_bases=4.0), TypeError, "num_bases"),
+        (dict(num_bases="4"), TypeError, "num_bases"),
+        (dict(num_bases=-2), ValueError, "num_bases"),
+    ],
+)
+def test_argument_types_are_checked_before_any_change(arguments, error, message):
+    model = small_model()
+    with pytest.raises(error, match=message):
+        apply_dve(model, **arguments)
+    assert not any(isinstance(m, DVELinear) for m in model.modules())
+    assert not getattr(model.config.vision_config, "dve", None)
+
+
+def test_numpy_integers_are_ints_and_one_k_per_model(tmp_path):
+    model = apply_dve(small_model(), blocks=np.array([2, 3]), num_bases=np.int64(2))
+    settings = model.config.vision_config.dve
+    assert settings == {"blocks": [2, 3], "projections": ["gate_proj", "up_proj", "down_proj"], "num_bases": 2}
+    assert all(type(b) is int for b in settings["blocks"]) and type(settings["num_bases"]) is int
+    model.save_pretrained(tmp_path)  # the config is JSON: numpy integers would not serialise
+    apply_dve(model, blocks=[1])  # num_bases defaults to the model's K
+    assert model.model.visual.blocks[1].mlp.up_proj.num_bases == 2
+    with pytest.raises(ValueError, match="num_bases must be the K of the model's existing DVE layers"):
+        apply_dve(model, blocks=[0], num_bases=4)  # the config records one K: a reload would not fit
+
+
+def test_bad_dve_settings_in_a_config_are_a_clear_error():
+    config = small_model().config
+    config.vision_config.dve = {"blocks": [9], "projections": ["up_proj"], "num_bases": 2}
+    with pytest.raises(ValueError, match=r"config.vision_config.dve: blocks .*\[9\]"):
+        Qwen2_5_VLForConditionalGeneration(config)
+    config.vision_config.dve = {"blocks": [1], "projections": "qkv", "num_bases": 2}
+    with pytest.raises(ValueError, match="config.vision_config.dve: projections"):
+        Qwen2_5_VLForConditionalGeneration(config)

@@ -1,7 +1,10 @@
 """skinflow.diagnose and the `skinflow diagnose` command on the tiny default."""
 
 import json
+import os
+import warnings
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -95,16 +98,66 @@ def test_cli_loads_a_saved_model(image_files, tmp_path, capsys):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["diagnose", "{tmp}/nothing.png"], "cannot read image"),
-        (["diagnose", "{tmp}/bad.png"], "cannot read image"),
-        (["diagnose", "{image}", "--k", "0"], "--k must be a positive integer"),
-        (["diagnose", "{image}", "--model", "{tmp}"], "--model must be a checkpoint directory"),
+        (["diagnose", "{tmp}/nothing.png"], "nothing.png': No such file"),
+        (["diagnose", "{tmp}/bad.png"], "bad.png': not an image file"),
+        (["diagnose", "{image}", "--k", "0"], "argument --k: must be a positive integer"),
+        (["diagnose", "{image}", "--model", "{tmp}"], "': no config.json"),
     ],
 )
 def test_cli_errors_are_clear(arguments, message, image_files, tmp_path, capsys):
+    """A few; tests/test_cli_errors.py runs every command against a table of bad inputs."""
     (tmp_path / "bad.png").write_text("garbage")
     arguments = [a.format(tmp=tmp_path, image=image_files[0]) for a in arguments]
     with pytest.raises(SystemExit) as exit_info:
         cli.main(arguments)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_read_image_refuses_every_unusable_file_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "folder.png").mkdir()
+    os.mkfifo(tmp_path / "pipe.png")  # opening it would block forever
+    Image.new("RGB", (60, 50)).save(tmp_path / "big.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    full = (tmp_path / "big.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(full[: len(full) // 2])
+    cases = {"folder.png": "is a directory", "pipe.png": "not a regular file", "empty.png": "not an image file",
+             "cut.png": "cannot read image", "nothing.png": "No such file"}
+    for name, message in cases.items():
+        with pytest.raises(ImageReadError, match=rf"^IMAGE '.*{name}': .*{message}"):
+            inference.read_image(str(tmp_path / name), "IMAGE")
+    with monkeypatch.context() as patched:  # root reads any file: simulate an unreadable one
+        patched.setattr(Image, "open", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+        with pytest.raises(ImageReadError, match=r"big\.png': cannot read image: Permission denied$"):
+            inference.read_image(tmp_path / "big.png", "IMAGE")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 3000 pixels: PIL warns above 1000, raises above 2000
+    with pytest.raises(ImageReadError, match=r"big\.png': image too large .*MAX_IMAGE_PIXELS"):
+        inference.read_image(tmp_path / "big.png", "IMAGE")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # the warning range is refused too (no stderr noise)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageReadError, match="image too large"):
+            inference.read_image(tmp_path / "big.png", "IMAGE")
+
+
+def test_images_the_processor_refuses_fail_before_any_generation(built, image_files, tmp_path, monkeypatch):
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generation ran")
+
+    monkeypatch.setattr(inference, "generate_answers", no_generation)
+    Image.new("RGB", (402, 2)).save(tmp_path / "strip.png")  # aspect ratio 201: smart_resize raises
+    with pytest.raises(ImageReadError, match=r"images\[1\] '.*strip\.png': the image processor refuses a 402x2"):
+        diagnose(*built, [image_files[0], tmp_path / "strip.png"])
+    with pytest.raises(ImageReadError, match=r"images\[0\]: the image processor refuses"):
+        diagnose(*built, [Image.new("RGB", (1, 300))])
+    for bad in (dict(batch_size=True), dict(k=2.0), dict(max_new_tokens=0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            diagnose(*built, image_files, **bad)
+    with pytest.raises(TypeError, match="images must be"):
+        diagnose(*built, 42)
+
+
+def test_numpy_integers_are_accepted(built, image_files, monkeypatch):
+    monkeypatch.setattr(inference, "generate_answers", scripted_answers({}, ["melanoma", "psoriasis"]))
+    (result,) = diagnose(*built, image_files[0], k=np.int64(1), batch_size=np.int32(2))
+    assert [c.label for c in result.candidates] == ["melanoma"]

@@ -1,11 +1,17 @@
 """The spirals experiment runs from its command line and writes valid, complete files."""
 
 import json
+import os
+import stat
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
 from fdlinear.experiments import spirals
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_spirals_command_writes_all_figures(tmp_path):
@@ -31,3 +37,28 @@ def test_bad_arguments():
         spirals.main(["--steps", "0"])
     with pytest.raises(ValueError, match="name must be one of"):
         spirals.make_dataset("moons", 10, 0.0, 0)
+
+
+def test_default_output_is_an_untracked_folder_with_normal_file_modes(tmp_path, monkeypatch):
+    """`make demo` must not rewrite the tracked docs/figures/ files, and must not leave 0600 files behind."""
+    assert spirals.DEFAULT_OUT == Path("runs/spirals")
+    ignored = subprocess.run(["git", "check-ignore", "-q", "runs/spirals/results.json"], cwd=REPO)
+    assert ignored.returncode == 0, "runs/spirals/ must be ignored by git"
+    monkeypatch.chdir(tmp_path)
+    umask = os.umask(0o022)
+    try:
+        spirals.main(["--steps", "2", "--seeds", "1", "--width", "4"])
+    finally:
+        os.umask(umask)
+    written = sorted(p.name for p in (tmp_path / "runs" / "spirals").iterdir())
+    assert written == ["decision_boundaries.png", "results.json", "results.md"]
+    for name in written:
+        assert stat.S_IMODE((tmp_path / "runs" / "spirals" / name).stat().st_mode) == 0o644, name
+    assert not (tmp_path / "docs").exists()
+
+
+def test_out_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        spirals.main(["--out", str(tmp_path / "file"), "--steps", "1"])
+    assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err

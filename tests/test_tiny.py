@@ -155,3 +155,21 @@ def test_bf16_forward_backward_on_gpu():
     assert torch.isfinite(loss.float())
     grads = [p.grad for p in model.model.visual.blocks[3].mlp.down_proj.parameters()]
     assert all(g is not None and torch.isfinite(g.float()).all() for g in grads)
+
+
+@pytest.mark.parametrize(
+    "arguments, error",
+    [(dict(seed=True), TypeError), (dict(seed=1.5), TypeError), (dict(seed=-1), ValueError),
+     (dict(seed=2**64), ValueError), (dict(dve=1), TypeError), (dict(num_bases=True), TypeError)],
+)
+def test_build_refuses_bad_arguments(arguments, error):
+    with pytest.raises(error, match=next(iter(arguments))):
+        tiny.build(**arguments)
+
+
+def test_image_processor_alone_is_the_processors(built):
+    """The CLI checks images with it before the model is built: the same limits as the processor's."""
+    alone, inside = tiny.build_image_processor(), built[1].image_processor
+    for key in ("patch_size", "merge_size", "temporal_patch_size", "size"):
+        assert getattr(alone, key) == getattr(inside, key), key
+    assert alone.get_number_of_image_patches(90, 140, {}) == inside.get_number_of_image_patches(90, 140, {})

@@ -6,7 +6,8 @@ width, and a wider nn.Linear network with (about) the same parameter count as th
 
     python -m fdlinear.experiments.spirals [--out DIR] [--steps N] [--seeds N] [--width W]
 
-writes ``results.json`` (every figure), ``results.md`` (accuracy table) and ``decision_boundaries.png``.
+writes ``results.json`` (every figure), ``results.md`` (accuracy table) and ``decision_boundaries.png`` into
+``--out`` (default ``runs/spirals``, untracked; ``--out docs/figures/spirals`` regenerates the docs' figures).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from fdlinear import FDLinear
 
 DATASETS = ("two_spirals", "circles")
 MODELS = ("fdlinear", "linear_same_width", "linear_param_matched")
+DEFAULT_OUT = Path("runs/spirals")
+"""Where ``python -m fdlinear.experiments.spirals`` and ``make demo`` write by default: an untracked folder (runs/ is
+in .gitignore). The figures of the docs are regenerated with ``--out docs/figures/spirals``."""
 
 
 def make_dataset(name: str, n: int, noise: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -153,12 +157,22 @@ def plot(models: dict, path: Path, noise: float) -> None:
     plt.close(fig)
 
 
+def _new_file_mode() -> int:
+    """The permission bits a newly created file gets under the current umask (``mkstemp`` makes 0600 files)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
+    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file.
+
+    The file gets the usual permissions (``0666 & ~umask``, e.g. 0644), not the 0600 of the temporary file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _new_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -167,7 +181,9 @@ def _atomic(path: Path, write) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("docs/figures/spirals"), help="output folder")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"output folder (default {DEFAULT_OUT}, untracked; the figures of the docs are "
+                             "docs/figures/spirals)")
     parser.add_argument("--steps", type=int, default=1000, help="Adam steps per run")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per (dataset, model)")
     parser.add_argument("--width", type=int, default=6, help="hidden width of the FDLinear network")
@@ -175,7 +191,10 @@ def main(argv: list[str] | None = None) -> dict:
     for name in ("steps", "seeds", "width"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"--out {str(args.out)!r}: cannot create the folder ({error.strerror or error})")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     results, models = run(args.steps, args.seeds, args.width)
     table = markdown_table(results)

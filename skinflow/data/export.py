@@ -25,6 +25,7 @@ exporters and by both validators: an image that does not decode is refused with 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -415,6 +416,21 @@ def _directory_mode() -> int:
     return 0o777 & ~umask
 
 
+@contextlib.contextmanager
+def _datasets_progress(enabled: bool) -> Iterator[None]:
+    """``datasets``' own progress bars on or off for the block (restored after)."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_enabled = not are_progress_bars_disabled()
+    if not enabled:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            enable_progress_bars()
+
+
 def save_trl_dataset(
     records: Sequence[Mapping[str, Any]],
     directory: str | os.PathLike[str],
@@ -453,7 +469,8 @@ def save_trl_dataset(
     staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp"))
     old: Path | None = None
     try:
-        dataset.save_to_disk(str(staging))
+        with _datasets_progress(progress):
+            dataset.save_to_disk(str(staging))
         os.chmod(staging, _directory_mode())
         if directory.is_dir() and any(directory.iterdir()):
             old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old"))
