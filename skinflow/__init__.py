@@ -1,15 +1,21 @@
 """skinflow: the Dynamic Vision Encoder in Qwen2.5-VL for open dermatological diagnosis.
 
-Importing skinflow registers the DVE and the image-only processor with transformers, so ``from_pretrained`` on a
-DVE checkpoint rebuilds its FDLinear layers (see :mod:`skinflow.dve`) and ``AutoProcessor`` finds the processor of
-the tiny default (see :mod:`skinflow.processor`).
+Layers, each importing only those above it (docs/design.md): ``formats``, ``taxonomy``, ``targets`` and ``util`` (pure
+Python) -> ``data`` -> ``model`` (the DVE, processor, tiny default; importing it registers them with transformers) ->
+``rewards`` (pure Python) -> ``cli``. ``import skinflow`` itself loads nothing heavy: ``skinflow.apply_dve``,
+``skinflow.load_pretrained`` and ``skinflow.diagnose`` import the model layer on first use.
 """
 
-from skinflow import processor as _processor
-from skinflow.dve import apply_dve, load_pretrained, register_with_transformers
-from skinflow.inference import diagnose
+from __future__ import annotations
 
-register_with_transformers()
-_processor.register_with_transformers()
+import importlib
 
-__all__ = ["apply_dve", "diagnose", "load_pretrained"]
+_FROM_MODEL = ("apply_dve", "diagnose", "load_pretrained")
+
+__all__ = list(_FROM_MODEL)
+
+
+def __getattr__(name: str):
+    if name in _FROM_MODEL:
+        return getattr(importlib.import_module("skinflow.model"), name)
+    raise AttributeError(f"module 'skinflow' has no attribute {name!r}")

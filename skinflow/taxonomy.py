@@ -6,16 +6,15 @@ same disease as another label (or a subtype the other label already holds) with 
 ``label_aliases.csv`` maps other clinical names of a label (``"hives"``, ``"bcc"``, ``"morphea"``) onto it.
 """
 
-import csv
 import functools
-import io
 import re
 import sys
 import unicodedata
-from importlib import resources
 
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
+
+from skinflow.util import read_resource_records
 
 __all__ = [
     "ALIASES",
@@ -107,12 +106,6 @@ def _strip_invisible(text: str) -> str:
     return _INVISIBLE.sub("", text)
 
 
-def _read_resource_csv(name: str) -> list[dict[str, str]]:
-    """Rows of a CSV file under ``skinflow/resources/`` as dicts keyed by the header."""
-    text = resources.files("skinflow").joinpath("resources", name).read_text(encoding="utf-8")
-    return list(csv.DictReader(io.StringIO(text)))
-
-
 # Neither alphanumeric nor whitespace: \w is exactly str.isalnum() or "_", \s exactly str.isspace().
 _PUNCTUATION = re.compile(r"[^\w\s]+|_+")
 
@@ -156,19 +149,19 @@ def _match_tokens(text: str) -> tuple[str, ...]:
     return tuple(_stem(token) for token in normalize(text).split())
 
 
-_TAXONOMY_ROWS = _read_resource_csv("fitzpatrick17k_taxonomy.csv")
+_TAXONOMY_ROWS = read_resource_records("fitzpatrick17k_taxonomy.csv")
 LABELS: tuple[str, ...] = tuple(row["label"] for row in _TAXONOMY_ROWS)
 _NINE_GROUP = {row["label"]: row["nine_partition_label"] for row in _TAXONOMY_ROWS}
 _THREE_GROUP = {row["label"]: row["three_partition_label"] for row in _TAXONOMY_ROWS}
 NINE_GROUPS: tuple[str, ...] = tuple(sorted(set(_NINE_GROUP.values())))
 THREE_GROUPS: tuple[str, ...] = tuple(sorted(set(_THREE_GROUP.values())))
 
-_MERGE_ROWS = _read_resource_csv("label_merges.csv")
+_MERGE_ROWS = read_resource_records("label_merges.csv")
 MERGE_REASONS: dict[str, str] = {row["label"]: row["reason"] for row in _MERGE_ROWS}
 _CANONICAL = {label: label for label in LABELS} | {row["label"]: row["canonical"] for row in _MERGE_ROWS}
 CANONICAL_LABELS: tuple[str, ...] = tuple(sorted(set(_CANONICAL.values())))
 
-ALIASES: dict[str, str] = {row["alias"]: row["label"] for row in _read_resource_csv("label_aliases.csv")}
+ALIASES: dict[str, str] = {row["alias"]: row["label"] for row in read_resource_records("label_aliases.csv")}
 
 _LABEL_BY_NORMALIZED = {normalize(label): label for label in LABELS}
 # Matching keys: every label and alias under its stemmed tokens. Labels are inserted last so they win a clash.

@@ -41,18 +41,10 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import track
 
-from skinflow.data.records import (
-    SPLITS,
-    ArgumentTypeError,
-    RecordError,
-    atomic_write,
-    check_int,
-    describe,
-    image_problems,
-    validate_records,
-)
+from skinflow.data.records import SPLITS, RecordError, image_problems, validate_records
 from skinflow.formats import CAPTION_FIELDS, CAPTION_PROMPT, DEFAULT_K, diagnosis_prompt
 from skinflow.taxonomy import LABELS, canonical, nine_group, three_group
+from skinflow.util import ArgumentTypeError, atomic_write, check_int, describe, new_directory_mode
 
 if TYPE_CHECKING:
     import datasets
@@ -409,13 +401,6 @@ def _check_output_directory(directory: Path, overwrite: object) -> None:
             raise FileExistsError(f"directory: {str(directory)!r} is not empty (pass overwrite=True to replace it)")
 
 
-def _directory_mode() -> int:
-    """The permission bits of a new directory under the current umask (mkdtemp's directories are 0700)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o777 & ~umask
-
-
 @contextlib.contextmanager
 def _datasets_progress(enabled: bool) -> Iterator[None]:
     """``datasets``' own progress bars on or off for the block (restored after)."""
@@ -471,7 +456,7 @@ def save_trl_dataset(
     try:
         with _datasets_progress(progress):
             dataset.save_to_disk(str(staging))
-        os.chmod(staging, _directory_mode())
+        os.chmod(staging, new_directory_mode())
         if directory.is_dir() and any(directory.iterdir()):
             old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".old"))
             os.replace(directory, old)

@@ -1,8 +1,8 @@
 """Fitzpatrick17k from a local image directory: metadata, filters, checked images, splits and SkinCon captions.
 
-The metadata of the 16,577 images ships as package data (``skinflow/data/resources/fitzpatrick17k_metadata.csv.gz``:
+The metadata of the 16,577 images ships as package data (``skinflow/resources/fitzpatrick17k_metadata.csv.gz``:
 md5hash, label, Fitzpatrick skin type from Scale AI and from Centaur Labs, quality-control rating, atlas url;
-CC BY-NC-SA 3.0, see ``skinflow/data/resources/NOTICE.md``). The images do not: :func:`load` reads them from a
+CC BY-NC-SA 3.0, see ``skinflow/resources/NOTICE.md``). The images do not: :func:`load` reads them from a
 directory the user provides, where each image is a file named ``<md5hash>.jpg`` (``.jpeg``/``.png`` are accepted
 too; subfolders are searched). Missing and undecodable images (:func:`skinflow.data.records.image_problem`: truncated,
 not an image, over Pillow's decompression-bomb limit) are counted, listed in the report and skipped.
@@ -15,11 +15,8 @@ their label; they are the expert-reviewed hold-out test set of the Fitzpatrick17
 
 from __future__ import annotations
 
-import csv
 import functools
-import gzip
 import hashlib
-import io
 import math
 import numbers
 import os
@@ -27,13 +24,13 @@ import re
 from collections import Counter
 from collections.abc import Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from skinflow.data import skincon
-from skinflow.data.records import SKIN_TYPES, SPLITS, ArgumentTypeError, describe, empty_caption, image_problems
+from skinflow.data.records import SKIN_TYPES, SPLITS, empty_caption, image_problems
 from skinflow.taxonomy import LABELS, match_label
+from skinflow.util import ArgumentTypeError, describe, read_resource_records
 
 __all__ = [
     "DEFAULT_QC",
@@ -100,8 +97,7 @@ def _skin_type(text: str, column: str, line: int) -> int | None:
 @functools.lru_cache(maxsize=1)
 def metadata() -> tuple[MetadataRow, ...]:
     """The 16,577 rows of the packaged Fitzpatrick17k metadata, in the order of the original CSV."""
-    packed = resources.files("skinflow.data").joinpath("resources", METADATA_FILE).read_bytes()
-    reader = csv.DictReader(io.StringIO(gzip.decompress(packed).decode("utf-8")))
+    reader = read_resource_records(METADATA_FILE)
     labels = frozenset(LABELS)
     rows = []
     for line, row in enumerate(reader, start=2):

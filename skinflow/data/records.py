@@ -21,17 +21,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
-import numbers
 import os
 import re
-import reprlib
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from rich.console import Console
@@ -39,18 +36,14 @@ from rich.progress import track
 
 from skinflow.formats import CAPTION_FIELDS
 from skinflow.taxonomy import LABELS, match_label
+from skinflow.util import ArgumentTypeError, atomic_write, describe, new_file_mode, shorten
 
 __all__ = [
     "JSONL_OPTIONAL_FIELDS",
     "JSONL_REQUIRED_FIELDS",
     "SKIN_TYPES",
     "SPLITS",
-    "ArgumentTypeError",
     "RecordError",
-    "atomic_write",
-    "check_fraction",
-    "check_int",
-    "describe",
     "empty_caption",
     "image_file_name",
     "image_problem",
@@ -74,15 +67,6 @@ _MAX_NAME_STEM = 100
 """Longest image file name stem taken from an id as it is (longer or changed ids get a truncated stem + a hash)."""
 _DECODE_WORKERS = 8
 _BOM = b"\xef\xbb\xbf"
-_DESCRIBE = reprlib.Repr()
-_DESCRIBE.maxlevel, _DESCRIBE.maxstring, _DESCRIBE.maxother, _DESCRIBE.maxlong = 3, 80, 80, 40
-_DESCRIBE.maxlist = _DESCRIBE.maxtuple = _DESCRIBE.maxdict = _DESCRIBE.maxset = _DESCRIBE.maxfrozenset = 6
-_DESCRIBE_LIMIT = 160
-
-
-class ArgumentTypeError(TypeError, ValueError):
-    """An argument of the wrong type. A ``TypeError`` as Python code expects, and a ``ValueError`` like every other
-    user error of the data layer, so that one ``except ValueError`` (the CLI's) catches them all."""
 
 
 class RecordError(ValueError):
@@ -99,46 +83,6 @@ class RecordError(ValueError):
 def empty_caption() -> dict[str, str]:
     """A caption with all twelve ``CAPTION_FIELDS`` empty: ``{"color": "", ..., "other": ""}``."""
     return dict.fromkeys(CAPTION_FIELDS, "")
-
-
-def describe(value: object) -> str:
-    """A short ``repr`` of any value for error messages: bounded length and depth, never raises."""
-    try:
-        text = _DESCRIBE.repr(value)
-    except Exception:  # a repr that fails (huge int, broken __repr__, ...) is replaced by the type
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= _DESCRIBE_LIMIT else text[: _DESCRIBE_LIMIT - 3] + "..."
-
-
-def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
-    """``value`` as an int, or a ``ValueError`` naming ``name``; ints and numpy integers pass, bools never do.
-
-    Args:
-        name: the argument name for the message.
-        value: the argument.
-        minimum: the smallest accepted value, if any.
-    """
-    bound = f" >= {minimum}" if minimum is not None else ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an int{bound}, got {describe(value)}")
-    number = int(value)
-    if minimum is not None and number < minimum:
-        raise ValueError(f"{name} must be an int{bound}, got {number}")
-    return number
-
-
-def check_fraction(name: str, value: object, *, below_one: bool = False) -> float:
-    """``value`` as a finite float in [0, 1] (``[0, 1)`` with ``below_one``), or a ``ValueError`` naming ``name``.
-
-    Ints, floats and numpy numbers pass; bools, NaN and infinities never do.
-    """
-    interval = "[0, 1)" if below_one else "[0, 1]"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number in {interval}, got {describe(value)}")
-    number = float(value)
-    if not math.isfinite(number) or number < 0.0 or number > 1.0 or (below_one and number == 1.0):
-        raise ValueError(f"{name} must be a finite number in {interval}, got {describe(value)}")
-    return number
 
 
 def _decode(image: Image.Image, *, draft: bool) -> None:
@@ -199,8 +143,7 @@ def image_problem(image: object) -> str | None:
 
 def _error_text(error: BaseException) -> str:
     """An exception's message, shortened like :func:`describe` (file names in OS errors are left out)."""
-    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return text if len(text) <= _DESCRIBE_LIMIT else text[: _DESCRIBE_LIMIT - 3] + "..."
+    return shorten(error.strerror if isinstance(error, OSError) and error.strerror else str(error))
 
 
 def image_problems(
@@ -454,43 +397,6 @@ def _stored_path(image_path: Path, base_dir: Path) -> str:
         return str(absolute)
 
 
-def _new_file_mode() -> int:
-    """The permission bits a newly created file gets under the current umask (mkstemp's files are 0600)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], *, binary: bool = False) -> Path:
-    """Write a file so that readers see either the old file or the complete new one, never a partial file.
-
-    Args:
-        path: the file to write; its directory must exist.
-        write: called with an open file object (text UTF-8 with ``\n`` line ends, or binary); whatever it raises
-            propagates and leaves ``path`` untouched.
-        binary: open the file in binary mode.
-
-    Returns:
-        ``path`` as a ``Path``. The data goes to a temporary file in the same directory, which is flushed, synced,
-        given the usual permissions (``0666 & ~umask``) and moved over ``path`` with ``os.replace``.
-    """
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".tmp")
-    try:
-        options: dict[str, Any] = {} if binary else {"encoding": "utf-8", "newline": "\n"}
-        with os.fdopen(handle, "wb" if binary else "w", **options) as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, _new_file_mode())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
-
-
 def _jsonl_line(record: Mapping[str, Any], image_path: str) -> str:
     """One JSONL line for ``record`` with the stored ``image_path``; extras follow the contract fields in order."""
     line = {
@@ -654,7 +560,7 @@ def save_jsonl(
             )
             for index, target in steps:
                 _write_png_file(records[index]["image"], staging / target.name)
-            mode = _new_file_mode()
+            mode = new_file_mode()
             for target in image_files.values():
                 existed = target.exists()
                 os.chmod(staging / target.name, mode)

@@ -7,23 +7,19 @@ of one caption field through :data:`skinflow.formats.SKINCON_CONCEPTS` (``"Scale
 ``"Erythema"`` -> ``color: red``); the terms of one field are joined with ``", "`` in the order of
 :data:`skinflow.formats.FIELD_VALUES`, so a caption does not depend on the column order of the annotation file.
 
-The annotations ship as package data (``skinflow/data/resources/skincon_fitzpatrick17k.csv.gz``; source and terms in
-``skinflow/data/resources/NOTICE.md``). SkinCon describes morphology only: the fields ``location``, ``number``,
+The annotations ship as package data (``skinflow/resources/skincon_fitzpatrick17k.csv.gz``; source and terms in
+``skinflow/resources/NOTICE.md``). SkinCon describes morphology only: the fields ``location``, ``number``,
 ``size``, ``border``, ``distribution`` and ``surrounding`` stay empty in these captions.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
-import gzip
-import io
 from collections.abc import Iterable
-from importlib import resources
 from typing import NamedTuple
 
-from skinflow.data.records import ArgumentTypeError, describe
 from skinflow.formats import CAPTION_FIELDS, FIELD_VALUES, SKINCON_CONCEPTS
+from skinflow.util import ArgumentTypeError, describe, read_resource_csv
 
 __all__ = [
     "ANNOTATIONS_FILE",
@@ -37,7 +33,7 @@ __all__ = [
 ]
 
 ANNOTATIONS_FILE = "skincon_fitzpatrick17k.csv.gz"
-"""Package data under ``skinflow/data/resources/``: the SkinCon Fitzpatrick17k table (index column dropped)."""
+"""Package data under ``skinflow/resources/``: the SkinCon Fitzpatrick17k table (index column dropped)."""
 
 IMAGE_COLUMN = "ImageID"
 EXCLUDE_COLUMN = "Do not consider this image"
@@ -59,10 +55,7 @@ class Annotation(NamedTuple):
 
 def _read_table() -> tuple[list[str], list[list[str]]]:
     """Header and rows of the packaged annotation file."""
-    packed = resources.files("skinflow.data").joinpath("resources", ANNOTATIONS_FILE).read_bytes()
-    reader = csv.reader(io.StringIO(gzip.decompress(packed).decode("utf-8")))
-    header = next(reader)
-    return header, list(reader)
+    return read_resource_csv(ANNOTATIONS_FILE)
 
 
 def _concept_columns(header: list[str]) -> tuple[str, ...]:

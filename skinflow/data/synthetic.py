@@ -28,10 +28,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from rich.progress import track
 
-from skinflow.data.records import SKIN_TYPES, SPLITS, atomic_write, check_fraction, check_int, describe
+from skinflow.data.records import SKIN_TYPES, SPLITS
 from skinflow.data.synthetic_draw import SIZE_RADII, lesion_region, outline_extent, place_lesions, render
 from skinflow.formats import CAPTION_FIELDS
-from skinflow.tiny import IMAGE_SIZE
+from skinflow.util import atomic_write, check_fraction, check_int, describe
+
+IMAGE_SIZE = 112
+"""Side of the synthetic images in pixels: what the tiny default sees (``skinflow.model.tiny`` uses it)."""
 
 __all__ = [
     "COUNTS",

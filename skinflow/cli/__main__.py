@@ -1,0 +1,5 @@
+import sys
+
+from skinflow.cli.commands import main
+
+sys.exit(main())

@@ -1,0 +1,305 @@
+"""The ``skinflow`` command line.
+
+- ``skinflow diagnose IMAGE... [--model DIR] [--k 6] [--json]``: caption and ranked diagnoses per image;
+- ``skinflow synthetic N --out DIR [--seed S] [--label-noise P]``: the synthetic set as JSONL + PNGs + contact sheet;
+- ``skinflow export JSONL OUT --stage caption|diagnosis [--format verl|trl] [--split S]``: training files.
+
+Bad input has one exit path: exit status 2 and one line on stderr, ``skinflow <command>: error: <what>``, naming the
+argument or file (argparse's own errors included). Every command runs its input-dependent steps inside
+:func:`user_input`, which turns the ``ValueError``/``OSError`` of the library functions into a :class:`UserError`,
+and :func:`main` reports a ``UserError`` in that one line. Any other exception is a bug and keeps its traceback;
+``SKINFLOW_TRACEBACK=1`` shows the traceback of user errors too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from skinflow.formats import CAPTION_FIELDS, DEFAULT_K
+
+if TYPE_CHECKING:
+    from skinflow.model.inference import Diagnosis
+
+EXIT_USER_ERROR = 2
+_MAX_ERROR_LINES = 4
+_MAX_ERROR_CHARS = 2000
+
+
+class UserError(Exception):
+    """Bad input on the command line: reported by :func:`main` as one line on stderr with exit status 2."""
+
+
+def one_line(message: str, max_lines: int = _MAX_ERROR_LINES, max_chars: int = _MAX_ERROR_CHARS) -> str:
+    """``message`` on one line: its lines joined with ``; `` (the first ``max_lines``, then how many more)."""
+    lines = [" ".join(line.split()) for line in str(message).splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) > max_lines:
+        lines = [*lines[:max_lines], f"... and {len(lines) - max_lines} more"]
+    text = ""
+    for line in lines:
+        text += line if not text else (" " if text.endswith(":") else "; ") + line
+    text = text or "unknown error"
+    return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
+
+
+@contextlib.contextmanager
+def user_input() -> Iterator[None]:
+    """Run a step that depends only on the user's input: its ``ValueError``/``OSError`` become a :class:`UserError`.
+
+    The library functions raise those (``ImageReadError``, ``RecordError``, ``FileNotFoundError``, ...) with a
+    message naming the argument or file.
+    """
+    try:
+        yield
+    except (ValueError, OSError) as error:
+        message = str(error) if str(error).strip() else type(error).__name__
+        if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in message:
+            message = f"{error.filename!r}: {message}"
+        raise UserError(message) from error
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block): ``skinflow diagnose: error: ...``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def _integer(text: str, low: int, high: int | None, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < low or (high is not None and value >= high):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    return _integer(text, 1, None, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an int >= 0."""
+    return _integer(text, 0, None, "a non-negative integer")
+
+
+def seed_int(text: str) -> int:
+    """argparse type: an int in [0, 2**32)."""
+    return _integer(text, 0, 2**32, "an integer in [0, 2**32)")
+
+
+def unit_fraction(text: str) -> float:
+    """argparse type: a finite float in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return value
+
+
+def _progress() -> bool:
+    """Progress bars on stderr only for a person at a terminal: logs and pipes get one line per error, nothing else."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _shown(text: str) -> str:
+    """``text`` (a path from the command line) printable on any stdout: undecodable bytes as ``\\x..`` escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def load_model(model_dir: Path | None, seed: int):
+    """``(model, processor)``: a local checkpoint directory, or the embedded tiny default when ``None``.
+
+    A directory is checked (config, weights, tokenizer and processor files) and loaded from local files only:
+    ``FileNotFoundError``/``ValueError`` naming ``--model`` and the directory when it cannot be used.
+    """
+    if model_dir is None:
+        return _tiny(seed)
+    from skinflow.model.dve import check_checkpoint
+    from skinflow.model.processor import load_processor
+
+    processor = load_processor(model_dir, config=check_checkpoint(model_dir, name="--model"), name="--model")
+    return _checkpoint_model(model_dir), processor
+
+
+def _tiny(seed: int):
+    from skinflow.model.tiny import build
+
+    print("note: no --model given; using the embedded tiny default (random weights: its answers are not "
+          "diagnoses)", file=sys.stderr)
+    return build(seed=seed)
+
+
+def _checkpoint_model(model_dir: Path):
+    from skinflow.model.dve import load_pretrained
+
+    return _quietly(lambda: load_pretrained(model_dir, name="--model")).eval()
+
+
+def _quietly(load):
+    """Run ``load`` with transformers' warnings and progress bars off (so that a failure prints one line)."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        return load()
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def render(path: str, result: Diagnosis) -> str:
+    """Human-readable report of one image's caption and candidates."""
+    lines = [f"== {path}", "caption:"]
+    lines += [f"  {field.replace('_', ' ')}: {result.caption[field]}" for field in CAPTION_FIELDS]
+    lines.append("candidates:")
+    if not result.candidates:
+        lines.append("  (no diagnosis could be read from the answer)")
+    for candidate in result.candidates:
+        groups = f"  [{candidate.nine_group}; {candidate.three_group}]" if candidate.label else "  [not a known label]"
+        lines.append(f"  {candidate.rank}. {candidate.label or candidate.text}{groups}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="skinflow", description="SkinFlow: dermatological captioning and diagnosis.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("diagnose", help="caption and rank diagnoses for images")
+    run.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    run.add_argument("--model", type=Path, default=None, metavar="DIR",
+                     help="local Qwen2.5-VL / SkinFlow checkpoint directory (default: the embedded tiny model)")
+    run.add_argument("--k", type=positive_int, default=DEFAULT_K,
+                     help=f"number of ranked diagnoses (default {DEFAULT_K})")
+    run.add_argument("--batch-size", type=positive_int, default=8, help="images per generation batch (default 8)")
+    run.add_argument("--seed", type=seed_int, default=0, help="initialisation seed of the tiny default (default 0)")
+    run.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
+
+    synthetic = commands.add_parser("synthetic", help="write the synthetic data set as JSONL with PNG images")
+    synthetic.add_argument("n", type=non_negative_int, help="number of records")
+    synthetic.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    synthetic.add_argument("--seed", type=seed_int, default=0, help="data set seed (default 0)")
+    synthetic.add_argument("--label-noise", type=unit_fraction, default=0.0, help="fraction of wrong labels (default 0)")
+
+    export = commands.add_parser("export", help="export a JSONL data set for verl (parquet) or TRL (datasets dir)")
+    export.add_argument("jsonl", type=Path, metavar="JSONL", help="a JSONL data set (see docs/data.md)")
+    export.add_argument("out", type=Path, metavar="OUT", help="output parquet file (verl) or new directory (trl)")
+    export.add_argument("--stage", choices=("caption", "diagnosis"), required=True)
+    export.add_argument("--format", choices=("verl", "trl"), default="verl")
+    export.add_argument("--split", choices=("train", "val", "test"), default=None, help="only this split")
+    export.add_argument("--k", type=positive_int, default=DEFAULT_K,
+                        help=f"diagnoses asked for (default {DEFAULT_K})")
+    return parser
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from skinflow.model.inference import diagnose, read_image
+
+    with user_input():
+        # everything that can be wrong with the input is found before any weights load
+        if args.model is None:
+            from skinflow.model.tiny import build_image_processor
+
+            image_processor = build_image_processor()
+            images = [read_image(path, "IMAGE", image_processor) for path in args.images]
+        else:
+            from skinflow.model.dve import check_checkpoint
+            from skinflow.model.processor import load_processor
+
+            config = check_checkpoint(args.model, name="--model")
+            processor = load_processor(args.model, config=config, name="--model")
+            images = [read_image(path, "IMAGE", processor.image_processor) for path in args.images]
+            model = _checkpoint_model(args.model)
+    if args.model is None:
+        model, processor = _tiny(args.seed)
+    results = diagnose(model, processor, images, k=args.k, batch_size=args.batch_size)
+    for path, result in zip(args.images, results):
+        if args.json:
+            print(json.dumps({"image": _shown(path), **result.to_dict()}, ensure_ascii=False))
+        else:
+            print(render(_shown(path), result))
+    return 0
+
+
+def _synthetic(args: argparse.Namespace) -> int:
+    from skinflow.data.records import save_jsonl
+    from skinflow.data.synthetic import contact_sheet, generate
+
+    with user_input():
+        if args.out.exists() and not args.out.is_dir():
+            raise UserError(f"--out {str(args.out)!r}: exists and is not a directory")
+        created = not args.out.exists()
+        args.out.mkdir(parents=True, exist_ok=True)  # before the work: a bad --out fails at once
+        try:
+            records = generate(args.n, seed=args.seed, label_noise=args.label_noise, progress=_progress())
+            path = save_jsonl(records, args.out / "synthetic.jsonl", image_dir=args.out / "images", progress=_progress())
+            if records:
+                contact_sheet(records[:32], args.out / "contact_sheet.png")
+        except BaseException:
+            if created and not any(args.out.iterdir()):
+                args.out.rmdir()
+            raise
+    print(f"wrote {len(records)} records to {path}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from skinflow.data.export import save_trl_dataset, to_verl_parquet
+    from skinflow.data.records import load_jsonl
+
+    with user_input():
+        if not args.jsonl.is_file():
+            raise UserError(f"JSONL {str(args.jsonl)!r}: " + ("is a directory, not a file" if args.jsonl.is_dir()
+                                                            else "no such file"))
+        out = f"OUT {str(args.out)!r}"
+        if not args.out.parent.is_dir():
+            raise UserError(f"{out}: directory {str(args.out.parent)!r} does not exist")
+        if args.out.exists() and args.out.resolve() == args.jsonl.resolve():
+            raise UserError(f"{out}: is the input JSONL; writing it would destroy the data set")
+        if args.format == "verl" and args.out.is_dir():
+            raise UserError(f"{out}: is a directory; verl needs a parquet file name")
+        if args.format == "trl" and args.out.exists() and not (args.out.is_dir() and not any(args.out.iterdir())):
+            raise UserError(f"{out}: exists (TRL needs a new or empty directory)")
+        records = load_jsonl(args.jsonl, progress=_progress())
+        records = [r for r in records if args.split is None or r["split"] == args.split]
+        if args.format == "verl":
+            to_verl_parquet(records, args.out, stage=args.stage, k=args.k, progress=_progress())
+        else:
+            save_trl_dataset(records, args.out, stage=args.stage, k=args.k, progress=_progress())
+    print(f"wrote {len(records)} {args.stage} rows to {_shown(str(args.out))} ({args.format})")
+    return 0
+
+
+COMMANDS = {"diagnose": _diagnose, "synthetic": _synthetic, "export": _export}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``skinflow`` console script; returns the exit status.
+
+    Bad input raises ``SystemExit(2)`` after one line on stderr (``skinflow <command>: error: ...``). Nothing is
+    downloaded: ``HF_HUB_OFFLINE=1`` is set (unless set otherwise) before any command imports transformers."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as error:
+        if os.environ.get("SKINFLOW_TRACEBACK"):
+            raise
+        parser.exit(EXIT_USER_ERROR, f"skinflow {args.command}: error: {one_line(str(error))}\n")
+

@@ -1,0 +1,1 @@
+"""Experiments run on the embedded default (learnability probe)."""
