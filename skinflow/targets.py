@@ -25,6 +25,7 @@ from typing import Any
 
 from skinflow.formats import CAPTION_FIELDS, DEFAULT_K, SKINCON_CONCEPTS, normalize_value, split_values
 from skinflow.taxonomy import LABELS, canonical, nine_group, three_group
+from skinflow.util import describe
 
 STAGES = ("caption", "diagnosis")
 SKINCON_FIELDS: tuple[str, ...] = tuple(f for f in CAPTION_FIELDS if f in {fv[0] for fv in SKINCON_CONCEPTS.values()})
@@ -107,10 +108,9 @@ class DiagnosisTarget:
 
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or self.label not in _LABELS:
-            shown = self.label[:80] if isinstance(self.label, str) else type(self.label).__name__
-            raise TargetError(f"label {shown!r} is not a Fitzpatrick17k label")
+            raise TargetError(f"label {describe(self.label)} is not a Fitzpatrick17k label")
         if isinstance(self.k, bool) or not hasattr(self.k, "__index__") or int(self.k) < 1:
-            raise TargetError(f"k must be a positive integer, got {self.k!r}")
+            raise TargetError(f"k must be a positive integer, got {describe(self.k)}")
         object.__setattr__(self, "k", int(self.k))
 
     @property
@@ -145,21 +145,23 @@ def target_from_json(data: object, stage: str | None = None) -> Target:
     """
     if isinstance(data, str):
         if len(data) > _MAX_JSON_CHARS:
-            raise TargetError(f"ground truth of {len(data)} characters is longer than {_MAX_JSON_CHARS}")
+            raise TargetError(f"{len(data)} characters, longer than {_MAX_JSON_CHARS}")
         try:
             data = json.loads(data)
-        except (ValueError, RecursionError) as error:
-            raise TargetError(f"ground truth is not valid JSON ({str(error)[:120]})") from None
+        except RecursionError:
+            raise TargetError("not valid JSON (nested too deeply)") from None
+        except ValueError as error:  # also an integer of more than 4300 digits
+            raise TargetError(f"not valid JSON ({str(error)[:120]})") from None
     if not isinstance(data, Mapping) or data.get("stage") not in STAGES:
-        raise TargetError(f"ground truth must be an object with 'stage' in {list(STAGES)}")
+        raise TargetError(f"must be an object with 'stage' in {list(STAGES)}, got {describe(data)}")
     if stage is not None and data["stage"] != stage:
-        raise TargetError(f"ground truth is of stage {data['stage']!r}, expected {stage!r}")
+        raise TargetError(f"stage {data['stage']!r} differs from the row's stage {stage!r}")
     if data["stage"] == "caption":
         return CaptionTarget(data.get("caption"))
     target = DiagnosisTarget(data.get("label"), data.get("k", DEFAULT_K))
     for key in ("canonical", "nine_group", "three_group"):
         if key in data and data[key] != getattr(target, key):
-            raise TargetError(f"ground truth {key} {str(data[key])[:80]!r} does not match the label {target.label!r}")
+            raise TargetError(f"{key} {describe(data[key])} does not match the label {target.label!r}")
     return target
 
 

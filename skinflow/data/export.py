@@ -42,8 +42,9 @@ from rich.console import Console
 from rich.progress import track
 
 from skinflow.data.records import SPLITS, RecordError, image_problems, validate_records
-from skinflow.formats import CAPTION_FIELDS, CAPTION_PROMPT, DEFAULT_K, diagnosis_prompt
-from skinflow.taxonomy import LABELS, canonical, nine_group, three_group
+from skinflow.formats import CAPTION_PROMPT, DEFAULT_K, diagnosis_prompt
+from skinflow.targets import CaptionTarget, TargetError, caption_target_of, diagnosis_target_of, target_from_json
+from skinflow.taxonomy import LABELS
 from skinflow.util import ArgumentTypeError, atomic_write, check_int, describe, new_directory_mode
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def prompt_text(stage: str, k: int = DEFAULT_K) -> str:
 
 
 def ground_truth(record: Mapping[str, Any], stage: str, k: int = DEFAULT_K) -> dict[str, Any]:
-    """The reward target of one record (see the module docstring for both layouts).
+    """The reward target of one record as JSON (:mod:`skinflow.targets`: see the module docstring for both layouts).
 
     Args:
         record: a valid record.
@@ -149,21 +150,12 @@ def ground_truth(record: Mapping[str, Any], stage: str, k: int = DEFAULT_K) -> d
         k: the number of ranked diagnoses asked for (diagnosis stage).
 
     Returns:
-        ``{"stage": "caption", "caption": {...}}`` or
+        ``{"stage": "caption", "caption": {...the fields the record's caption knows}}`` or
         ``{"stage": "diagnosis", "label", "canonical", "nine_group", "three_group", "k"}``.
     """
     k = _check_stage(stage, k)
-    if stage == "caption":
-        return {"stage": "caption", "caption": {field: record["caption"][field] for field in CAPTION_FIELDS}}
-    label = record["label"]
-    return {
-        "stage": "diagnosis",
-        "label": label,
-        "canonical": canonical(label),
-        "nine_group": nine_group(label),
-        "three_group": three_group(label),
-        "k": k,
-    }
+    target = caption_target_of(record) if stage == "caption" else diagnosis_target_of(record, k)
+    return target.to_json()
 
 
 def _check_records(records: Sequence[Mapping[str, Any]], stage: str, progress: bool) -> None:
@@ -172,9 +164,9 @@ def _check_records(records: Sequence[Mapping[str, Any]], stage: str, progress: b
     if stage != "caption":
         return
     empty = [
-        f"record {index} (id {describe(record['id'])}): caption is empty in all twelve fields"
+        f"record {index} (id {describe(record['id'])}): caption is empty in every field it knows"
         for index, record in enumerate(records)
-        if not any(record["caption"].values())
+        if caption_target_of(record).is_empty
     ]
     if empty:
         raise RecordError(
@@ -473,46 +465,19 @@ def save_trl_dataset(
     return directory
 
 
-def _json_problem(text: str) -> tuple[object, str | None]:
-    """The JSON value of ``text``, or ``(None, why not)``; never raises."""
-    try:
-        return json.loads(text), None
-    except json.JSONDecodeError as error:
-        return None, f"ground_truth is not valid JSON ({error.msg})"
-    except RecursionError:
-        return None, "ground_truth is not valid JSON here (nested too deeply)"
-    except ValueError as error:  # an integer of more than 4300 digits
-        return None, f"ground_truth is not valid JSON ({str(error)[:120]})"
-
-
 def _ground_truth_problem(text: object, stage: object) -> str | None:
-    """Why a ground-truth JSON string is not a valid target of ``stage``, or ``None``. Never raises."""
+    """Why a ground-truth JSON string is not a valid target of ``stage`` (:func:`targets.target_from_json`), or
+    ``None``. Never raises."""
     if not isinstance(text, str):
         return f"ground_truth must be a JSON string, got {type(text).__name__}"
-    target, problem = _json_problem(text)
-    if problem:
-        return problem
-    if not isinstance(target, dict) or not isinstance(target.get("stage"), str) or target["stage"] not in STAGES:
-        return f"ground_truth must be an object with 'stage' in {list(STAGES)}, got {describe(text)}"
-    if target["stage"] != stage:
-        return f"ground_truth stage {target['stage']!r} differs from the row's stage {describe(stage)}"
-    if stage == "caption":
-        caption = target.get("caption")
-        if not isinstance(caption, dict) or set(caption) != set(CAPTION_FIELDS):
-            return "ground_truth.caption must hold exactly the twelve caption fields"
-        if not all(isinstance(value, str) for value in caption.values()) or not any(caption.values()):
-            return "ground_truth.caption values must be strings, not all empty"
-        return None
-    label = target.get("label")
-    if not isinstance(label, str) or label not in _LABEL_SET:
-        return f"ground_truth.label {describe(label)} is not a Fitzpatrick17k label"
-    expected = {"canonical": canonical(label), "nine_group": nine_group(label), "three_group": three_group(label)}
-    wrong = [key for key, value in expected.items() if target.get(key) != value]
-    if wrong:
-        return f"ground_truth {wrong} do not match the label {label!r}"
-    k = target.get("k")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        return f"ground_truth.k must be a positive int, got {describe(k)}"
+    if not isinstance(stage, str) or stage not in STAGES:
+        return f"ground_truth cannot be checked against the row's stage {describe(stage)}"
+    try:
+        target = target_from_json(text, stage)
+    except TargetError as error:
+        return f"ground_truth: {error}"
+    if isinstance(target, CaptionTarget) and target.is_empty:
+        return "ground_truth: caption is empty in every field it knows"
     return None
 
 

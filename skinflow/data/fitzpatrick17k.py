@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 from skinflow.data import skincon
 from skinflow.data.records import SKIN_TYPES, SPLITS, empty_caption, image_problems
+from skinflow.targets import SKINCON_FIELDS
 from skinflow.taxonomy import LABELS, match_label
 from skinflow.util import ArgumentTypeError, describe, read_resource_records
 
@@ -346,6 +347,7 @@ def _record(row: MetadataRow, path: Path, split: str, caption: dict[str, str] | 
         "id": row.md5hash,
         "image_path": str(path),
         "caption": caption if caption is not None else empty_caption(),
+        "caption_fields": list(SKINCON_FIELDS),  # what SkinCon's concepts can say; location, size, ... are unknown
         "has_caption": caption is not None,
         "label": row.label,
         "skin_type": row.skin_type,

@@ -228,6 +228,16 @@ def _caption_problems(caption: object, *, require_all: bool, allow_lists: bool) 
     return problems
 
 
+def _caption_fields_problems(fields: object) -> list[str]:
+    """Problems of ``caption_fields`` (the fields the caption knows): a non-empty list of distinct caption fields."""
+    if not isinstance(fields, list | tuple) or not fields or not all(isinstance(f, str) for f in fields):
+        return [f"field 'caption_fields' must be a non-empty list of caption fields, got {describe(fields)}"]
+    unknown = [field for field in fields if field not in CAPTION_FIELDS]
+    if unknown or len(set(fields)) != len(fields):
+        return [f"field 'caption_fields' must list distinct fields of {list(CAPTION_FIELDS)}, got {describe(fields)}"]
+    return []
+
+
 def _path_text_problem(value: str) -> str | None:
     """Why the string ``value`` cannot name a file on this system (NUL, unencodable characters), or ``None``."""
     if "\x00" in value:
@@ -287,6 +297,8 @@ def _contract_problems(record: object) -> tuple[list[str], object]:
         problems.append(problem)
     if "caption" in record:
         problems.extend(_caption_problems(record["caption"], require_all=True, allow_lists=False))
+    if "caption_fields" in record:
+        problems.extend(_caption_fields_problems(record["caption_fields"]))
     return problems, source
 
 

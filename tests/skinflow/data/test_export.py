@@ -175,11 +175,11 @@ def test_validate_verl_parquet_catches_broken_rows(tmp_path, records):
     assert "exactly one <image>" in messages[1]
     assert "images must hold one image, got 0" in messages[2]
     assert "image bytes is not an image file" in messages[3]
-    assert "ground_truth is not valid JSON" in messages[4]
+    assert "ground_truth: not valid JSON" in messages[4]
     assert "reward_model.style must be 'rule'" in messages[5]
     assert "extra_info.split" in messages[6]
     assert "differs from the row's stage" in messages[7]
-    assert "ground_truth.label 'x'" in messages[8]
+    assert "ground_truth: label 'x'" in messages[8]
     assert "extra_info.index 0 repeats row 0" in messages[8]  # row 8 kept row 0's index
 
 
@@ -252,7 +252,7 @@ def test_validate_trl_dataset_catches_broken_datasets(records):
         validate_trl_dataset(broken)
     errors = caught.value.errors
     assert errors[0].startswith("row 0: label 'eczema vulgaris'")
-    assert errors[1].startswith("row 1: ground_truth stage 'caption' differs")
+    assert errors[1].startswith("row 1: ground_truth: stage 'caption' differs")
     assert errors[2].startswith("row 2: the user content must hold one image part")
     with pytest.raises(TypeError, match="datasets.Dataset"):
         validate_trl_dataset([dict(row) for row in dataset])
@@ -362,8 +362,8 @@ def test_validators_survive_hostile_ground_truths(tmp_path, records):
         validate_verl_parquet(path, progress=False)
     errors = caught.value.errors
     assert [int(error.split(" row ")[1].split(":")[0]) for error in errors] == [0, 1, 2, 3, 4]
-    assert "ground_truth.label ['melanoma'] is not" in errors[0] and "nested too deeply" in errors[1]
-    assert "ground_truth.k must be a positive int, got True" in errors[4]
+    assert "ground_truth: label ['melanoma'] is not" in errors[0] and "nested too deeply" in errors[1]
+    assert "ground_truth: k must be a positive integer, got True" in errors[4]
     assert max(len(error) for error in errors) < 500
 
 
