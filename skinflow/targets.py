@@ -25,7 +25,7 @@ from typing import Any
 
 from skinflow.formats import CAPTION_FIELDS, DEFAULT_K, SKINCON_CONCEPTS, normalize_value, split_values
 from skinflow.taxonomy import LABELS, canonical, nine_group, three_group
-from skinflow.util import describe
+from skinflow.util import check_int, describe
 
 STAGES = ("caption", "diagnosis")
 SKINCON_FIELDS: tuple[str, ...] = tuple(f for f in CAPTION_FIELDS if f in {fv[0] for fv in SKINCON_CONCEPTS.values()})
@@ -109,9 +109,10 @@ class DiagnosisTarget:
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or self.label not in _LABELS:
             raise TargetError(f"label {describe(self.label)} is not a Fitzpatrick17k label")
-        if isinstance(self.k, bool) or not hasattr(self.k, "__index__") or int(self.k) < 1:
-            raise TargetError(f"k must be a positive integer, got {describe(self.k)}")
-        object.__setattr__(self, "k", int(self.k))
+        try:
+            object.__setattr__(self, "k", check_int("k", self.k, minimum=1))
+        except ValueError as error:
+            raise TargetError(str(error)) from None
 
     @property
     def canonical(self) -> str:

@@ -129,10 +129,7 @@ def _check_stage(stage: object, k: object) -> int:
     """``k`` as an int; rejects an unknown stage or a bad ``k`` (not an int >= 1, a bool) with errors naming them."""
     if not isinstance(stage, str) or stage not in STAGES:
         raise ValueError(f"stage must be one of {list(STAGES)}, got {describe(stage)}")
-    try:
-        return check_int("k", k, minimum=1)
-    except ValueError:
-        raise ValueError(f"k must be a positive int, got {describe(k)}") from None
+    return check_int("k", k, minimum=1)
 
 
 def prompt_text(stage: str, k: int = DEFAULT_K) -> str:

@@ -31,7 +31,7 @@ from skinflow.data import skincon
 from skinflow.data.records import SKIN_TYPES, SPLITS, empty_caption, image_problems
 from skinflow.targets import SKINCON_FIELDS
 from skinflow.taxonomy import LABELS, match_label
-from skinflow.util import ArgumentTypeError, describe, read_resource_records
+from skinflow.util import ArgumentTypeError, check_int, describe, read_resource_records
 
 __all__ = [
     "DEFAULT_QC",
@@ -276,8 +276,7 @@ def _index_directory(image_dir: Path) -> tuple[dict[str, Path], list[Path]]:
 
 def _check_split_arguments(split_seed: object, split_fractions: object, holdout: object) -> tuple[float, float, float]:
     """The ``(train, val, test)`` fractions; rejects a non-int seed, bad fractions or an unknown hold-out by name."""
-    if not isinstance(split_seed, numbers.Integral) or isinstance(split_seed, bool):
-        raise ArgumentTypeError(f"split_seed must be an int, got {describe(split_seed)}")
+    check_int("split_seed", split_seed)
     fractions = _check_fractions(split_fractions)
     if holdout is not None and (not isinstance(holdout, str) or holdout not in HOLDOUTS):
         raise ValueError(f"holdout must be None or one of {list(HOLDOUTS)}, got {describe(holdout)}")

@@ -374,8 +374,7 @@ def contact_sheet(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[
     """
     if isinstance(records, str | bytes) or not isinstance(records, Sequence) or not records:
         raise ValueError("records must be a non-empty sequence of records")
-    if not isinstance(columns, int) or isinstance(columns, bool) or columns < 1:
-        raise ValueError(f"columns must be a positive int, got {columns!r}")
+    columns = check_int("columns", columns, minimum=1)
     missing = [index for index, record in enumerate(records) if not isinstance(record.get("image"), Image.Image)]
     if missing:
         raise ValueError(f"records must carry a PIL image under 'image'; records {missing[:5]} do not")

@@ -35,7 +35,7 @@ from skinflow.data.synthetic import DIAGNOSES, TEXTURE_PAIRS, generate
 from skinflow.formats import CAPTION_FIELDS
 from skinflow.model import tiny
 from skinflow.model.dve import apply_dve
-from skinflow.util import atomic_write
+from skinflow.util import atomic_write, check_int, check_number
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "DEFAULT_OUT", "main", "patchify", "run_probe"]
 
@@ -174,9 +174,8 @@ def _confusion(truth: Tensor, predicted: Tensor, classes: int) -> list[list[int]
 def _check(train: int, test: int, steps: int, batch_size: int, lr: float, seed: int, eval_points: int) -> None:
     for name, value, low in (("train", train, 1), ("test", test, 1), ("steps", steps, 1), ("batch_size", batch_size, 1),
                              ("seed", seed, 0), ("eval_points", eval_points, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if not isinstance(lr, int | float) or isinstance(lr, bool) or not lr > 0:
+        check_int(name, value, minimum=low)
+    if check_number("lr", lr) <= 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
 
 

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as qwen
 
 from fdlinear import FDLinear
-from skinflow.util import error_summary
+from skinflow.util import check_int, error_summary
 
 PROJECTIONS = ("qkv", "proj", "gate_proj", "up_proj", "down_proj")
 DEFAULT_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
@@ -173,11 +173,7 @@ def _check_projections(projections: object) -> list[str]:
 
 
 def _check_num_bases(num_bases: object) -> int:
-    if isinstance(num_bases, bool) or not isinstance(num_bases, numbers.Integral):
-        raise TypeError(f"num_bases must be an int >= 1, got {num_bases!r}")
-    if num_bases < 1:
-        raise ValueError(f"num_bases must be an int >= 1, got {num_bases!r}")
-    return int(num_bases)
+    return check_int("num_bases", num_bases, minimum=1)
 
 
 def _check_settings(settings: object, depth: int) -> tuple[list[int], list[str], int]:

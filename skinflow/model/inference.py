@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import stat
 import warnings
 from collections.abc import Iterable, Sequence
@@ -16,6 +15,7 @@ from torch import nn
 
 from skinflow.formats import CAPTION_PROMPT, DEFAULT_K, diagnosis_prompt, parse_caption, parse_diagnoses
 from skinflow.taxonomy import match_label, nine_group, three_group
+from skinflow.util import check_int
 
 ImageLike = Image.Image | str | Path
 
@@ -172,13 +172,6 @@ def generate_answers(
     return answers
 
 
-def _positive_int(value: object, argument: str) -> int:
-    """``value`` as an int >= 1 (numpy integers too, bools not); ``ValueError`` naming ``argument`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{argument} must be a positive int, got {value!r}")
-    return int(value)
-
-
 def diagnose(
     model: nn.Module,
     processor,
@@ -206,7 +199,7 @@ def diagnose(
     ``k``, ``batch_size`` or ``max_new_tokens``, before anything runs.
     """
     k, batch_size, max_new_tokens = (
-        _positive_int(value, argument)
+        check_int(argument, value, minimum=1)
         for argument, value in (("k", k), ("batch_size", batch_size), ("max_new_tokens", max_new_tokens))
     )
     if isinstance(images, Image.Image | str | Path):

@@ -18,7 +18,6 @@ from a local directory (after ``import skinflow``), with ``HF_HUB_OFFLINE=1``.
 from __future__ import annotations
 
 import json
-import numbers
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -31,6 +30,7 @@ from skinflow.formats import CAPTION_FIELDS, CAPTION_PROMPT, FIELD_VALUES, diagn
 from skinflow.model.dve import apply_dve
 from skinflow.model.processor import ImageOnlyQwenVLProcessor
 from skinflow.taxonomy import LABELS, NINE_GROUPS, THREE_GROUPS
+from skinflow.util import check_int
 
 """Side of the square images the tiny default sees (pixels): 14 × 14 patches of 8 px, 7 × 7 = 49 image tokens."""
 
@@ -216,10 +216,7 @@ def build(
     argument for a seed that is not an int in [0, 2**64) or a ``dve`` that is not a bool (``num_bases``: see
     :func:`skinflow.model.dve.apply_dve`).
     """
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    if not 0 <= seed < 2**64:
-        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    check_int("seed", seed, minimum=0, maximum=2**64 - 1)
     if not isinstance(dve, bool):
         raise TypeError(f"dve must be a bool, got {dve!r}")
     processor = build_processor()

@@ -59,8 +59,8 @@ def test_skincon_records_know_only_the_fields_skincon_covers():
         ({"stage": "caption", "caption": {"color": 3}}, "caption.color must be a string"),
         ({"stage": "diagnosis", "label": "melanomas"}, "label 'melanomas' is not a Fitzpatrick17k label"),
         ({"stage": "diagnosis", "label": ["melanoma"]}, "label \\['melanoma'\\] is not"),
-        ({"stage": "diagnosis", "label": "psoriasis", "k": 0}, "k must be a positive integer, got 0"),
-        ({"stage": "diagnosis", "label": "psoriasis", "k": True}, "k must be a positive integer, got True"),
+        ({"stage": "diagnosis", "label": "psoriasis", "k": 0}, "k must be an int >= 1, got 0"),
+        ({"stage": "diagnosis", "label": "psoriasis", "k": True}, "k must be an int >= 1, got True"),
         ({"stage": "diagnosis", "label": "psoriasis", "canonical": "eczema"}, "canonical 'eczema' does not match"),
     ],
 )

@@ -70,7 +70,7 @@ def test_ground_truth_layouts(records):
     }
     with pytest.raises(ValueError, match="stage must be one of"):
         ground_truth(records[0], "captions")
-    with pytest.raises(ValueError, match="k must be a positive int"):
+    with pytest.raises(ValueError, match="k must be an int >= 1"):
         ground_truth(records[0], "diagnosis", k=0)
 
 
@@ -363,7 +363,7 @@ def test_validators_survive_hostile_ground_truths(tmp_path, records):
     errors = caught.value.errors
     assert [int(error.split(" row ")[1].split(":")[0]) for error in errors] == [0, 1, 2, 3, 4]
     assert "ground_truth: label ['melanoma'] is not" in errors[0] and "nested too deeply" in errors[1]
-    assert "ground_truth: k must be a positive integer, got True" in errors[4]
+    assert "ground_truth: k must be an int >= 1, got True" in errors[4]
     assert max(len(error) for error in errors) < 500
 
 
@@ -402,7 +402,7 @@ def test_save_trl_dataset_refuses_before_writing(tmp_path, records):
     with pytest.raises(FileExistsError, match="exists and is not a directory"):
         save_trl_dataset(records, tmp_path / "file", "diagnosis", progress=False)
     for bad_k in (0, -1, True, 1.5, "3", None):
-        with pytest.raises(ValueError, match="^k must be a positive int"):
+        with pytest.raises(ValueError, match="^k must be an int >= 1"):
             save_trl_dataset(records, tmp_path / "new", "diagnosis", k=bad_k, progress=False)
     with pytest.raises(ValueError, match="overwrite must be a bool"):
         save_trl_dataset(records, tmp_path / "new", "diagnosis", overwrite="yes", progress=False)
@@ -416,9 +416,9 @@ def test_save_trl_dataset_refuses_before_writing(tmp_path, records):
 def test_k_is_checked_before_anything_is_written(tmp_path, records):
     target = tmp_path / "out.parquet"
     for bad_k in (0, True, 2.0, np.float64(3)):
-        with pytest.raises(ValueError, match="^k must be a positive int"):
+        with pytest.raises(ValueError, match="^k must be an int >= 1"):
             to_verl_parquet(records, target, "diagnosis", k=bad_k, progress=False)
-        with pytest.raises(ValueError, match="^k must be a positive int"):
+        with pytest.raises(ValueError, match="^k must be an int >= 1"):
             to_trl_dataset(records, "diagnosis", k=bad_k, progress=False)
     assert not target.exists()
     to_verl_parquet(records, target, "diagnosis", k=np.int64(4), progress=False)  # numpy ints are ints
