@@ -30,13 +30,16 @@ import json
 import operator
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
-from skinflow.taxonomy import _as_text, _strip_invisible, canonical, match_label
+from skinflow.taxonomy import LABELS, _as_text, _strip_invisible, canonical, match_label
 
 __all__ = [
     "CAPTION_FIELDS",
     "CAPTION_PROMPT",
+    "CaptionReading",
+    "DiagnosisMatch",
     "DEFAULT_K",
     "DIAGNOSIS_PROMPT",
     "FIELD_VALUES",
@@ -48,6 +51,8 @@ __all__ = [
     "normalize_value",
     "parse_caption",
     "parse_diagnoses",
+    "parse_diagnosis_matches",
+    "read_caption",
     "split_values",
 ]
 
@@ -470,3 +475,151 @@ def parse_diagnoses(text: str, k: int | None = None) -> list[str]:
         seen.add(identity)
         ranked.append(entry)
     return ranked
+
+
+# --- Readers for the rewards: which fields an answer states, how closely it keeps the layout, and the label each
+# --- ranked candidate matched (so that rewards match every candidate once).
+
+_FORMAT_NAMES = {field.replace("_", " "): field for field in CAPTION_FIELDS} | {field: field for field in CAPTION_FIELDS}
+_FIELD_INDEX = {field: index for index, field in enumerate(CAPTION_FIELDS)}
+# One line of the exact layout: a schema field name (``lesion type`` or ``lesion_type``, any case), ``:``, then a value
+# in which parse_caption finds no other field (checked separately).
+_FORMAT_LINE = re.compile(
+    r"[ \t]*(?P<name>" + "|".join(re.escape(name) for name in sorted(_FORMAT_NAMES, key=len, reverse=True))
+    + r")[ \t]*:(?P<value>.*)",
+    re.IGNORECASE,
+)
+
+
+class CaptionReading(NamedTuple):
+    """What :func:`read_caption` reads from an answer.
+
+    Attributes:
+        stated: the fields the answer states, in ``CAPTION_FIELDS`` order, each normalised by ``normalize_value``
+            (``""`` for a field stated empty, e.g. ``"shape:"``); a field the answer does not mention is absent.
+        format_lines: the lines in the exact layout (``field: value`` with a schema field name and no other field on
+            the line), counted in schema order: a line counts only when its field comes after the field of the previous
+            counted line, so a repeated or out-of-order field does not count.
+        lines: the non-empty lines of the answer (after ``<think>`` blocks are removed and tags become line breaks).
+    """
+
+    stated: dict[str, str]
+    format_lines: int
+    lines: int
+
+
+def _stated_fields(text: str) -> dict[str, str]:
+    """The fields stated in a ``_clean_text`` text, read as ``parse_caption`` reads them."""
+    found = _caption_from_json(text)
+    matches = list(_FIELD_KEY.finditer(text))
+    for match, following in zip(matches, [*matches[1:], None]):
+        name = match.group("name")
+        field = _FIELD_BY_NAME.get(name.lower()) or _field_of(name)
+        if field is None or field in found:
+            continue
+        end = following.start() if following is not None else len(text)
+        found[field] = normalize_value(text[match.end() : end].split("\n", 1)[0])
+    return {field: found[field] for field in CAPTION_FIELDS if field in found}
+
+
+def read_caption(text: str) -> CaptionReading:
+    """Read a caption and its layout from model output; never raises.
+
+    ``stated`` holds the same values as ``parse_caption(text)`` but only for the fields the answer mentions, so that
+    a field stated empty (``"shape:"``) can be told from a field left out. ``format_lines`` and ``lines`` measure how
+    closely the answer keeps the twelve-line ``field: value`` layout of ``format_caption`` (which gives
+    ``format_lines == lines == 12``). Any other value than a ``str`` reads as ``CaptionReading({}, 0, 0)``.
+    """
+    plain = _as_text(text)
+    if plain is None:
+        return CaptionReading({}, 0, 0)
+    text = _clean_text(plain)
+    format_lines = lines = 0
+    last = -1
+    for line in text.split("\n"):
+        if not line or line.isspace():
+            continue
+        lines += 1
+        match = _FORMAT_LINE.fullmatch(line)
+        if match is None:
+            continue
+        value = match.group("value")
+        if (":" in value or "=" in value) and _FIELD_KEY.search(value) is not None:
+            continue  # a second field on the line
+        # re's case folding also takes a few non-ASCII letters (dotless i) for ASCII ones: those names do not count.
+        field = _FORMAT_NAMES.get(match.group("name").casefold())
+        if field is not None and _FIELD_INDEX[field] > last:
+            format_lines += 1
+            last = _FIELD_INDEX[field]
+    return CaptionReading(_stated_fields(text), format_lines, lines)
+
+
+_CANONICAL_OF = {label: canonical(label) for label in LABELS}
+
+
+class DiagnosisMatch(NamedTuple):
+    """One distinct candidate of a ranked answer, as :func:`parse_diagnosis_matches` reads it.
+
+    Attributes:
+        entry: the candidate as written (normalised), e.g. ``"possible psoriasis"``.
+        label: the label it matches (one of ``LABELS``) or ``None``.
+        labels: every label that this entry and the later entries dropped as repeats of it name (the same
+            diagnosis, possibly under other labels: ``{"basal cell carcinoma morpheiform", "basal cell carcinoma"}``);
+            empty when ``label`` is ``None``.
+    """
+
+    entry: str
+    label: str | None
+    labels: frozenset[str]
+
+
+def parse_diagnosis_matches(
+    text: str, k: int | None = None, match: Callable[[str], str | None] | None = None
+) -> list[DiagnosisMatch]:
+    """``parse_diagnoses`` that also returns the label each candidate matched; never raises on any ``text``.
+
+    The entries are read as ``parse_diagnoses`` reads them, and each is matched once with ``match`` (default
+    ``taxonomy.match_label``); an entry is dropped when it names the same diagnosis as an earlier one (the same
+    canonical label, or the same text when it matches no label), and the label it names is added to the earlier
+    one's ``labels``.
+
+    Args:
+        text: the model's answer; any other value than a ``str`` gives ``[]``.
+        k: keep at most the first ``k`` distinct entries (entries after the ``k``-th are not read); ``None`` keeps
+            all.
+        match: free text -> one of ``LABELS`` or ``None``; it must never raise.
+
+    Returns:
+        the :class:`DiagnosisMatch` of each distinct candidate in rank order, e.g.
+        ``[DiagnosisMatch("possible psoriasis", "psoriasis", frozenset({"psoriasis"})), ...]``.
+
+    Raises:
+        ValueError: ``k`` is not ``None`` or an integer >= 0 (an argument of the caller, not model output).
+    """
+    if k is not None:
+        count = _as_count(k)
+        if count is None or count < 0:
+            raise ValueError(f"k must be None or an int >= 0, got {k!r}")
+        k = count
+    match = match_label if match is None else match
+    plain = _as_text(text)
+    if plain is None:
+        return []
+    index_of: dict[str, int] = {}
+    ranked: list[tuple[str, str | None, set[str]]] = []
+    for raw in _diagnosis_entries(_clean_text(plain)):
+        if k is not None and len(ranked) >= k:
+            break
+        entry = _clean_entry(raw)
+        if not entry:
+            continue
+        label = match(entry)
+        label = label if label in _CANONICAL_OF else None
+        identity = "\x00" + _CANONICAL_OF[label] if label is not None else entry
+        if identity in index_of:
+            if label is not None:
+                ranked[index_of[identity]][2].add(label)
+            continue
+        index_of[identity] = len(ranked)
+        ranked.append((entry, label, {label} if label is not None else set()))
+    return [DiagnosisMatch(entry, label, frozenset(labels)) for entry, label, labels in ranked]

@@ -1,11 +1,8 @@
 """Tests of skinflow.formats: the caption schema and the ranked-diagnosis format, their formatters and parsers."""
 
-import contextlib
 import functools
 import json
 import random
-import signal
-import threading
 
 import numpy as np
 import pytest
@@ -29,6 +26,7 @@ from skinflow.formats import (
     split_values,
 )
 from skinflow.taxonomy import LABELS, canonical, match_label
+from tests.skinflow.adversarial import FakeStr, HostileStr, Unprintable, time_limit
 
 # The 48 concept columns of SkinCon's annotations_fitzpatrick17k.csv, in file order.
 SKINCON_COLUMNS = (
@@ -309,50 +307,8 @@ def test_parse_diagnoses_round_trips_free_text_entries(entries):
 # --- Reliability: any value, deep nesting, invisible characters, megabytes (issue 12) ---------------------------
 
 
-@contextlib.contextmanager
-def _time_limit(seconds: float):
-    """Fail instead of hanging when the block runs longer than ``seconds`` (a generous bound, not a benchmark)."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expired(signum, frame):
-        raise TimeoutError(f"took longer than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-class _Unprintable:
-    def __str__(self):
-        raise RuntimeError("__str__ of a hostile object")
-
-    __repr__ = __str__
-
-
-class _FakeStr(_Unprintable):
-    """Claims to be a str (``isinstance(value, str)`` is true) without being one."""
-
-    __class__ = property(lambda self: str)
-
-
-class _HostileStr(str):
-    """A str whose methods all raise: a parser must read its characters without calling any of them."""
-
-    def _raise(self, *args, **kwargs):
-        raise RuntimeError("method of a hostile str subclass")
-
-    __str__ = __repr__ = __hash__ = __getitem__ = __iter__ = __len__ = __contains__ = __eq__ = _raise
-    find = split = splitlines = strip = casefold = lower = startswith = endswith = encode = _raise
-
-
 _NON_TEXT = [None, 3, 2.5, True, b"color: red", bytearray(b"1. psoriasis"), {"color": "red"}, ["1. psoriasis"],
-             ("color", "red"), _Unprintable(), _FakeStr(), object(), int, Ellipsis]  # fmt: skip
+             ("color", "red"), Unprintable(), FakeStr(), object(), int, Ellipsis]  # fmt: skip
 
 
 @pytest.mark.parametrize("value", _NON_TEXT, ids=lambda value: type(value).__name__)
@@ -365,11 +321,11 @@ def test_every_text_function_treats_non_text_as_unparseable(value):
 
 
 def test_a_str_subclass_is_read_as_its_characters_without_calling_its_methods():
-    assert parse_caption(_HostileStr("color: red\nsite: arm")) == _expected(color="red", location="arm")
-    assert parse_caption(_HostileStr('{"color": "red"}')) == _expected(color="red")
-    assert parse_diagnoses(_HostileStr("1. psoriasis\n2. eczema"), k=2) == ["psoriasis", "eczema"]
-    assert normalize_value(_HostileStr(" Red. ")) == "red"
-    assert split_values(_HostileStr("red and brown")) == ["red", "brown"]
+    assert parse_caption(HostileStr("color: red\nsite: arm")) == _expected(color="red", location="arm")
+    assert parse_caption(HostileStr('{"color": "red"}')) == _expected(color="red")
+    assert parse_diagnoses(HostileStr("1. psoriasis\n2. eczema"), k=2) == ["psoriasis", "eczema"]
+    assert normalize_value(HostileStr(" Red. ")) == "red"
+    assert split_values(HostileStr("red and brown")) == ["red", "brown"]
 
 
 _DEEP_JSON = [
@@ -469,7 +425,7 @@ def _megabyte_answers() -> dict[str, str]:
 def test_megabyte_answers_parse_in_bounded_time(name):
     text = _megabyte_answers()[name]
     assert len(text) >= 900_000
-    with _time_limit(20):  # linear and capped: well under a second; the hand-written edit distance took a minute
+    with time_limit(20):  # linear and capped: well under a second; the hand-written edit distance took a minute
         caption = parse_caption(text)
         ranked = parse_diagnoses(text)
         ranked_k = parse_diagnoses(text, k=DEFAULT_K)

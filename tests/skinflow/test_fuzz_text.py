@@ -9,8 +9,6 @@ alarm, not a timing assertion) bounded time.
 import contextlib
 import functools
 import json
-import signal
-import threading
 import unicodedata
 
 import pytest
@@ -29,30 +27,12 @@ from skinflow.formats import (
     split_values,
 )
 from skinflow.taxonomy import ALIASES, LABELS, canonical, match_label, nine_group, normalize, three_group
+from tests.skinflow.adversarial import FakeStr, HostileStr, Unprintable, time_limit
 
 _FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _SLOW = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float):
-    """Fail instead of hanging when the block runs longer than ``seconds`` (a generous bound, not a benchmark)."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expired(signum, frame):
-        raise TimeoutError(f"took longer than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _is_clean(text: str) -> bool:
@@ -145,27 +125,6 @@ def _deep_json(draw) -> str:
     return draw(st.sampled_from(["", "```json\n", "color: red\n", "1. psoriasis\n"])) + body + draw(_answer_text)
 
 
-class _Unprintable:
-    def __str__(self):
-        raise RuntimeError("__str__ of a hostile object")
-
-    __repr__ = __str__
-
-
-class _FakeStr(_Unprintable):
-    """Claims to be a str (``isinstance(value, str)`` is true) without being one."""
-
-    __class__ = property(lambda self: str)
-
-
-class _HostileStr(str):
-    def _raise(self, *args, **kwargs):
-        raise RuntimeError("method of a hostile str subclass")
-
-    __str__ = __repr__ = __hash__ = __getitem__ = __iter__ = __len__ = __contains__ = __eq__ = _raise
-    find = split = splitlines = strip = casefold = lower = translate = encode = _raise
-
-
 _non_text = st.one_of(
     st.none(),
     st.booleans(),
@@ -178,8 +137,8 @@ _non_text = st.one_of(
     st.lists(_answer_text, max_size=3),
     st.tuples(_answer_text),
     st.dictionaries(_answer_text, _answer_text, max_size=3),
-    st.just(_Unprintable()),
-    st.just(_FakeStr()),
+    st.just(Unprintable()),
+    st.just(FakeStr()),
     st.just(object()),
     st.just(str),
     st.from_type(type).flatmap(st.from_type).filter(lambda value: not isinstance(value, str)),
@@ -215,7 +174,7 @@ def test_any_unicode_text(text, k):
 @given(_answer_text, st.one_of(st.none(), st.integers(min_value=0, max_value=8)))
 def test_answer_like_text(text, k):
     _check_text_functions(text, k)
-    _check_text_functions(_HostileStr(text), k)
+    _check_text_functions(HostileStr(text), k)
 
 
 @_FAST
@@ -234,7 +193,7 @@ def test_json_answers(text):
 @_SLOW
 @given(_deep_json())
 def test_deeply_nested_json(text):
-    with _time_limit(30):
+    with time_limit(30):
         _check_text_functions(text, 5)
 
 
@@ -250,7 +209,7 @@ def test_values_that_are_not_text(value):
 @pytest.mark.parametrize("name", ["formatted lines", "deep json", "nfkc expands 18x", "invisible", "surrogates"])
 def test_megabyte_answers(name):
     text = _megabytes()[name]
-    with _time_limit(60):
+    with time_limit(60):
         _check_text_functions(text, None)
         _check_text_functions(text, 6)
 

@@ -1,10 +1,7 @@
 """Tests of skinflow.taxonomy: the 114 Fitzpatrick17k labels, groups, synonym merging and free-text matching."""
 
-import contextlib
 import csv
 import io
-import signal
-import threading
 from importlib import resources
 
 import pytest
@@ -24,6 +21,7 @@ from skinflow.taxonomy import (
     normalize,
     three_group,
 )
+from tests.skinflow.adversarial import FakeStr, HostileStr, Unprintable, time_limit
 
 
 def _resource_rows(name: str) -> list[dict[str, str]]:
@@ -235,51 +233,9 @@ def test_one_typo_in_a_label_still_matches_it(label, position, char, edit):
 # --- Reliability: any value, invisible characters, long inputs (issue 12) ---------------------------------------
 
 
-@contextlib.contextmanager
-def _time_limit(seconds: float):
-    """Fail instead of hanging when the block runs longer than ``seconds`` (a generous bound, not a benchmark)."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expired(signum, frame):
-        raise TimeoutError(f"took longer than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-class _Unprintable:
-    def __str__(self):
-        raise RuntimeError("__str__ of a hostile object")
-
-    __repr__ = __str__
-
-
-class _FakeStr(_Unprintable):
-    """Claims to be a str (``isinstance(value, str)`` is true) without being one."""
-
-    __class__ = property(lambda self: str)
-
-
-class _HostileStr(str):
-    """A str whose methods all raise (``__hash__`` included: ``match_label`` caches)."""
-
-    def _raise(self, *args, **kwargs):
-        raise RuntimeError("method of a hostile str subclass")
-
-    __str__ = __repr__ = __hash__ = __getitem__ = __iter__ = __len__ = __eq__ = _raise
-    split = casefold = lower = strip = translate = encode = _raise
-
-
 @pytest.mark.parametrize(
     "value",
-    [2.5, True, bytearray(b"psoriasis"), {"psoriasis": 1}, _Unprintable(), _FakeStr(), object()],
+    [2.5, True, bytearray(b"psoriasis"), {"psoriasis": 1}, Unprintable(), FakeStr(), object()],
     ids=lambda value: type(value).__name__,
 )
 def test_match_label_gives_none_for_any_other_value(value):
@@ -287,10 +243,10 @@ def test_match_label_gives_none_for_any_other_value(value):
 
 
 def test_a_str_subclass_is_read_as_its_characters_without_calling_its_methods():
-    assert match_label(_HostileStr("Psoriasis")) == "psoriasis"
-    assert match_label(_HostileStr("x" * 300 + " psoriasis")) == "psoriasis"  # too long for the cache
-    assert normalize(_HostileStr("Behçet's Disease")) == "behcets disease"
-    assert canonical(_HostileStr("Malignant Melanoma")) == "melanoma"
+    assert match_label(HostileStr("Psoriasis")) == "psoriasis"
+    assert match_label(HostileStr("x" * 300 + " psoriasis")) == "psoriasis"  # too long for the cache
+    assert normalize(HostileStr("Behçet's Disease")) == "behcets disease"
+    assert canonical(HostileStr("Malignant Melanoma")) == "melanoma"
 
 
 @pytest.mark.parametrize(
@@ -327,7 +283,7 @@ def test_match_label_of_long_text_reads_the_first_words_only():
     ids=["nfkd-expands-18x", "repeated-label", "one-word", "zero-width", "all-labels"],
 )
 def test_megabyte_texts_are_matched_and_normalised_in_bounded_time(text):
-    with _time_limit(20):
+    with time_limit(20):
         result = match_label(text)
         normalized = normalize(text)
     assert result is None or result in LABELS
