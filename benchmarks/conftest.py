@@ -48,7 +48,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     groups: dict[str, list] = {}
     for bench in session.benchmarks:
-        if "paired_ratio" not in bench.extra_info and "paired_ms" not in bench.extra_info:  # own tables below
+        own_table = {"paired_ratio", "paired_ms", "answers_per_s"} & set(bench.extra_info)  # tables below
+        if not own_table:
             groups.setdefault(bench.group or "", []).append(bench)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
     write = terminalreporter.write_line
@@ -81,3 +82,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             if "per_sample_loop" in parts and "layer" in parts:
                 loop = parts["per_sample_loop"] / parts["layer"]
                 write(f"{bench.group:<56} {'loop / layer':<16} {'':>10} {loop:>12.2f}")
+    rates = [b for b in session.benchmarks if "answers_per_s" in b.extra_info]
+    if rates:
+        write("")
+        write(f"{'rewards (one core, uncached, distinct noisy answers)':<56} {'answers/s':>12}")
+        for bench in rates:
+            write(f"{bench.name:<56} {bench.extra_info['answers_per_s']:>12,}")
