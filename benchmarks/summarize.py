@@ -6,7 +6,7 @@
 One table per benchmark group (a workload: shape, layout, pass), its rows sorted by time, each with its ratio to the
 group's ``nn.Linear`` row measured in the same run. The time is the CUDA-event median (``extra_info["cuda_event_ms"]``)
 where the benchmark recorded one, else pytest-benchmark's wall-clock median. The header names the device, the
-library versions, the date of the run and the command that produced it (DESIGN §4).
+library versions, the date of the run and the command that produced it (docs/design.md §4).
 """
 
 from __future__ import annotations

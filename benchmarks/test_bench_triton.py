@@ -142,7 +142,7 @@ def relative_error(got: Tensor, exact: Tensor) -> float:
 
 
 def forward_errors(work: Workload) -> dict[str, float]:
-    """Relative errors of the triton and reference layers' bf16 outputs against the float64 reference (DESIGN §4:
+    """Relative errors of the triton and reference layers' bf16 outputs against the float64 reference (docs/design.md §4:
     the backend's may be at most twice the same-dtype reference's, plus a small floor)."""
     exact_layer = copy.deepcopy(work.layer).double()
     exact_layer.backend = "reference"

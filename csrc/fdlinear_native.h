@@ -1,4 +1,4 @@
-// Shared declarations of the native FDLinear op (DESIGN §2): argument checks, the sample layout and the
+// Shared declarations of the native FDLinear op (docs/design.md §2): argument checks, the sample layout and the
 // choice between the two algebraically identical forms.
 //
 //   y_t = diag(a_out_s) (Σ_k β_sk B_k) diag(a_in_s) x_t + bias      for every row t of sample s

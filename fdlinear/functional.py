@@ -1,4 +1,4 @@
-"""The functional FDLinear op: input validation, the four input forms and backend dispatch (DESIGN §1–2)."""
+"""The functional FDLinear op: input validation, the four input forms and backend dispatch (docs/design.md §1–2)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def check_input(x: Tensor, in_features: int | None = None) -> None:
 
 
 def pack(x: Tensor, cu_seqlens: Tensor | None = None) -> PackedInput:
-    """Bring x to packed rows and sample boundaries, following the four input forms of DESIGN §1.
+    """Bring x to packed rows and sample boundaries, following the four input forms of docs/design.md §1.
 
     * ``cu_seqlens`` given: x is (T, d_in) and sample s is rows ``cu_seqlens[s]:cu_seqlens[s+1]``.
     * x with >= 3 dims (..., N, d_in): each index of the leading dims is a sample of N rows.

@@ -1,4 +1,4 @@
-"""Kernel spectral modulation: the bottleneck that predicts a_in, a_out and β from a sample's context (DESIGN §1).
+"""Kernel spectral modulation: the bottleneck that predicts a_in, a_out and β from a sample's context (docs/design.md §1).
 
 Submodule names follow the public reference (``fc``, ``norm``, ``channel_fc``, ``filter_fc``,
 ``kernel_fc``) so that its checkpoints load unchanged: ``channel_fc`` predicts a_in,

@@ -1,4 +1,4 @@
-"""``FDLinear``: a drop-in ``nn.Linear`` whose weight is rebuilt for every sample (DESIGN §1)."""
+"""``FDLinear``: a drop-in ``nn.Linear`` whose weight is rebuilt for every sample (docs/design.md §1)."""
 
 from __future__ import annotations
 

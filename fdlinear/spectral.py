@@ -1,4 +1,4 @@
-"""Frequency-disjoint spectral parameterisation of a weight matrix (DESIGN §1).
+"""Frequency-disjoint spectral parameterisation of a weight matrix (docs/design.md §1).
 
 A weight ``W`` of shape ``(d_out, d_in)`` is stored as its half spectrum
 ``dft_weight = view_as_real(rfft2(W)) / s`` of shape ``(1, d_out, d_in // 2 + 1, 2)``.

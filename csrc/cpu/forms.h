@@ -1,4 +1,4 @@
-// The two CPU forms of the op (DESIGN §2), on operands already brought to their compute dtypes.
+// The two CPU forms of the op (docs/design.md §2), on operands already brought to their compute dtypes.
 //
 // mix    — per sample s and output tile, W_s = diag(a_out) (Σ_k β_k B_k) diag(a_in) is mixed into a thread-local
 //          buffer and applied with one BLAS GEMM; the cost of nn.Linear plus the mixing.

@@ -2,7 +2,7 @@
 //
 // Forward, per (output tile, sample group):  W'_s = diag(v) (Σ_k β_k B_k) diag(u) on the tile's rows for each sample
 // of the group, then y_s[:, tile] = X_s W'_sᵀ + b.
-// Backward, with G the sample's upstream rows and H' = Gᵀ X (DESIGN §2):
+// Backward, with G the sample's upstream rows and H' = Gᵀ X (docs/design.md §2):
 //   per (input tile, sample group):  P = G (diag(v) M)[:, tile];  dX = P ⊙ u;  du_i = Σ_t X[t, i] P[t, i]
 //   per output tile, sample groups in order:  H'_s[tile] for the group's samples in a thread-local buffer, then one
 //   pass over the tile's rows: q = H'_s ⊙ u, dots_k = B_k[o] · q, dv_o = Σ_k β_k dots_k, dβ_k += v_o dots_k,

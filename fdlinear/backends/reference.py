@@ -1,4 +1,4 @@
-"""Reference backend: plain, vectorised PyTorch forward and backward of the FDLinear op (DESIGN §2).
+"""Reference backend: plain, vectorised PyTorch forward and backward of the FDLinear op (docs/design.md §2).
 
 Two algebraically identical forms, chosen per call by arithmetic cost:
 

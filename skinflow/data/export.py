@@ -2,7 +2,8 @@
 
 Both exports hold, per record, the stage's user prompt with one image and a JSON ground truth the rewards read:
 
-- caption stage: ``{"stage": "caption", "caption": {field: value, ...}}`` (all twelve ``CAPTION_FIELDS``);
+- caption stage: ``{"stage": "caption", "caption": {field: value, ...}}`` (the fields the record's caption knows:
+  its ``caption_fields``, all twelve ``CAPTION_FIELDS`` when absent; see :mod:`skinflow.targets`);
 - diagnosis stage: ``{"stage": "diagnosis", "label": ..., "canonical": ..., "nine_group": ..., "three_group": ...,
   "k": k}`` (the label, its synonym class representative and its two hierarchy levels, for synonym- and
   hierarchy-aware matching).

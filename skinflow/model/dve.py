@@ -1,4 +1,4 @@
-"""The Dynamic Vision Encoder: FDLinear in the vision tower of Qwen2.5-VL, one image = one sample (DESIGN §3).
+"""The Dynamic Vision Encoder: FDLinear in the vision tower of Qwen2.5-VL, one image = one sample (docs/design.md §3).
 
 ``apply_dve(model)`` replaces chosen Linear layers of the vision blocks with :class:`DVELinear` (an FDLinear made
 with ``from_linear``, so the model's outputs are unchanged at init). The tower packs every image of a batch into
@@ -13,7 +13,7 @@ their cost stay those of the pretrained tower); ``projections`` = the MLP (``gat
 ``down_proj``: two thirds of a block's weights, and the layers where a per-image re-weighting of channels acts
 most directly; the attention projections stay static). Both are overridable.
 
-The DVE settings live in ``config.vision_config.dve``; after ``import skinflow`` every construction of a
+The DVE settings live in ``config.vision_config.dve``; after ``import skinflow.model`` every construction of a
 Qwen2.5-VL vision tower from such a config (``from_pretrained``, ``AutoModelForImageTextToText``, ``from_config``)
 rebuilds the DVE layers before the weights load, so checkpoints round-trip through stock transformers
 (model_type stays ``qwen2_5_vl``).

@@ -4,7 +4,7 @@ transformers' ``Qwen2_5_VLProcessor`` always builds a video processor, and its v
 so the stock processor cannot be constructed where torchvision is missing (e.g. CPU-only installs of a torch release
 that has no torchvision build). :class:`ImageOnlyQwenVLProcessor` keeps the stock processor's text and image
 handling (the same ``<|image_pad|>`` expansion from ``image_grid_thw``, the same image processor and chat template)
-and drops videos. It is registered with ``AutoProcessor`` when skinflow is imported, so a directory saved from it
+and drops videos. It is registered with ``AutoProcessor`` when ``skinflow.model`` is imported, so a directory saved from it
 reloads with ``AutoProcessor.from_pretrained`` (local files, no remote code).
 
 :func:`load_processor` loads and checks the processor of a checkpoint directory (either class), with one clear

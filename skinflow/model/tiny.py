@@ -1,4 +1,4 @@
-"""The embedded tiny default: a ~1M-parameter Qwen2.5-VL with the DVE and an offline processor (DESIGN §3).
+"""The embedded tiny default: a ~1M-parameter Qwen2.5-VL with the DVE and an offline processor (docs/design.md §3).
 
 ``build()`` makes, offline and in about a second:
 
@@ -12,7 +12,7 @@
 - a randomly initialised ``Qwen2_5_VLForConditionalGeneration`` sized to that tokenizer, DVE applied.
 
 Everything saves with ``save_pretrained`` and reloads with ``AutoProcessor`` / ``AutoModelForImageTextToText``
-from a local directory (after ``import skinflow``), with ``HF_HUB_OFFLINE=1``.
+from a local directory (after ``import skinflow.model``), with ``HF_HUB_OFFLINE=1``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared test support: random op inputs and the DESIGN §4 tolerance rule.
+"""Shared test support: random op inputs and the docs/design.md §4 tolerance rule.
 
 A backend's error against the float64 reference may be at most twice the error of the
 reference backend run in the same dtype, plus a small floor relative to the magnitude.
@@ -95,7 +95,7 @@ def reference_op(x, bases, a_in, a_out, beta, bias, cu_seqlens, form: str = "aut
 
 
 def assert_matches_reference(op, case: OpCase, dtype: torch.dtype, device="cpu", **kwargs) -> None:
-    """Check ``op``'s output and six gradients against the float64 reference with the DESIGN §4 rule."""
+    """Check ``op``'s output and six gradients against the float64 reference with the docs/design.md §4 rule."""
     exact_y, exact_grads = run_op(reference_op, case, torch.float64)
     same_y, same_grads = run_op(reference_op, case, dtype) if dtype != torch.float64 else (exact_y, exact_grads)
     test_y, test_grads = run_op(op, case, dtype, device, **kwargs)

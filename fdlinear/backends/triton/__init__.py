@@ -1,4 +1,4 @@
-"""Triton backend of the FDLinear op: fused forward and backward kernels (DESIGN §2, docs/triton.md).
+"""Triton backend of the FDLinear op: fused forward and backward kernels (docs/design.md §2, docs/triton.md).
 
 :func:`register` adds it to the backend registry as the custom ops ``fdlinear::triton_forward`` and
 ``fdlinear::triton_backward``. The kernels run on CUDA tensors, and on CPU tensors under the Triton

@@ -1,4 +1,4 @@
-"""Weight-side gradient kernels: everything that needs H'_s = G_sᵀ X_s (DESIGN §2, "Backward").
+"""Weight-side gradient kernels: everything that needs H'_s = G_sᵀ X_s (docs/design.md §2, "Backward").
 
 ``mixed_weight_grad_kernel`` (mix form): one program per (d_out tile, d_in tile) walks every sample's rows,
 forms that sample's H' tile in registers and reduces it in its epilogue, never writing H' to memory:

@@ -1,4 +1,4 @@
-"""The triton backend against the float64 reference (DESIGN §4), its registration, and the GPU build.
+"""The triton backend against the float64 reference (docs/design.md §4), its registration, and the GPU build.
 
 Without CUDA the kernels run on the CPU under the Triton interpreter: this module sets
 ``TRITON_INTERPRET=1`` before the first kernel is defined (the backend defines its kernels on first

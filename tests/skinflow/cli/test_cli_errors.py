@@ -1,5 +1,5 @@
 """Every ``skinflow`` command against a table of bad inputs: exit status 2, one stderr line naming the argument or
-file, no traceback, nothing left behind (DESIGN §5: one exit path for user errors).
+file, no traceback, nothing left behind (docs/design.md §5: one exit path for user errors).
 
 The cases that must fail before any model loads run with the model loaders replaced by a tripwire; the corrupt
 checkpoints are copies of one tiny checkpoint built per module. Nothing may touch the network.
