@@ -30,7 +30,7 @@ import json
 import operator
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from skinflow.taxonomy import LABELS, _as_text, _strip_invisible, canonical, match_label
@@ -429,12 +429,6 @@ def _diagnosis_entries(text: str) -> list[str]:
     return body
 
 
-def _identity(entry: str) -> str:
-    """What makes two entries the same diagnosis: the canonical label when the entry matches one, else its text."""
-    label = match_label(entry)
-    return canonical(label) if label is not None else entry
-
-
 def parse_diagnoses(text: str, k: int | None = None) -> list[str]:
     """Read a ranked diagnosis list back from model output; never raises on any ``text``.
 
@@ -455,26 +449,7 @@ def parse_diagnoses(text: str, k: int | None = None) -> list[str]:
     Raises:
         ValueError: ``k`` is not ``None`` or an integer >= 0 (an argument of the caller, not model output).
     """
-    if k is not None:
-        count = _as_count(k)
-        if count is None or count < 0:
-            raise ValueError(f"k must be None or an int >= 0, got {k!r}")
-        k = count
-    plain = _as_text(text)
-    if plain is None:
-        return []
-    seen: set[str] = set()
-    ranked: list[str] = []
-    for raw in _diagnosis_entries(_clean_text(plain)):
-        if k is not None and len(ranked) >= k:
-            break
-        entry = _clean_entry(raw)
-        identity = _identity(entry) if entry else ""
-        if not entry or identity in seen:
-            continue
-        seen.add(identity)
-        ranked.append(entry)
-    return ranked
+    return [candidate.entry for candidate in parse_diagnosis_matches(text, k)]
 
 
 # --- Readers for the rewards: which fields an answer states, how closely it keeps the layout, and the label each
@@ -601,16 +576,25 @@ def parse_diagnosis_matches(
         if count is None or count < 0:
             raise ValueError(f"k must be None or an int >= 0, got {k!r}")
         k = count
-    match = match_label if match is None else match
     plain = _as_text(text)
     if plain is None:
         return []
+    return distinct_matches((_clean_entry(raw) for raw in _diagnosis_entries(_clean_text(plain))), k, match)
+
+
+def distinct_matches(
+    entries: Iterable[str], k: int | None = None, match: Callable[[str], str | None] | None = None
+) -> list[DiagnosisMatch]:
+    """The first ``k`` distinct candidates among cleaned ``entries`` (empty ones skipped), in order, with their
+    labels: an entry naming the same diagnosis as an earlier one (the same canonical label through ``match``, default
+    ``taxonomy.match_label``; else the same text) is dropped, its label added to the earlier candidate's ``labels``.
+    ``entries`` is read lazily: nothing after the ``k``-th distinct candidate is matched."""
+    match = match_label if match is None else match
     index_of: dict[str, int] = {}
     ranked: list[tuple[str, str | None, set[str]]] = []
-    for raw in _diagnosis_entries(_clean_text(plain)):
+    for entry in entries:
         if k is not None and len(ranked) >= k:
             break
-        entry = _clean_entry(raw)
         if not entry:
             continue
         label = match(entry)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from skinflow.formats import DiagnosisMatch, normalize_value, parse_diagnosis_matches
+from skinflow.formats import DiagnosisMatch, distinct_matches, normalize_value, parse_diagnosis_matches
 from skinflow.rewards._text import _items, completion_text
 from skinflow.rewards._truth import target_of
 from skinflow.rewards.caption import RewardResult
@@ -122,23 +122,7 @@ def _matches(answer: object, k: int | None) -> list[DiagnosisMatch]:
     """The distinct candidates of an answer (raw or parsed, see :func:`candidate_labels`) with their labels."""
     items = _items(answer, None)
     if items is not None and all(type(item) is str for item in items):
-        index_of: dict[str, int] = {}
-        ranked: list[tuple[str, str | None, set[str]]] = []
-        for item in items:
-            if k is not None and len(ranked) >= k:
-                break
-            entry = normalize_value(item)
-            if not entry:
-                continue
-            label = match_candidate(entry)
-            identity = "\x00" + _LEVEL_KEYS[label][1] if label is not None else entry
-            if identity in index_of:
-                if label is not None:
-                    ranked[index_of[identity]][2].add(label)
-                continue
-            index_of[identity] = len(ranked)
-            ranked.append((entry, label, {label} if label is not None else set()))
-        return [DiagnosisMatch(entry, label, frozenset(labels)) for entry, label, labels in ranked]
+        return distinct_matches((normalize_value(item) for item in items), k, match_candidate)
     text = completion_text(answer)
     if text is None:
         return []

@@ -68,6 +68,31 @@ def _log(results: list[dict[str, float]], name: str, metrics: Sequence[str], ext
             log_extra(f"{name}/{part}", [r[part] for r in results])
 
 
+def _make_reward(stage: str, config: CaptionRewardConfig | DiagnosisRewardConfig, name: str) -> RewardFunction:
+    """The TRL reward function of ``stage`` with ``config``, logged by TRL under ``name``."""
+    scorer, metrics, extra = _STAGES[stage]
+
+    def reward(prompts: object = None, completions: object = None, completion_ids: object = None,
+               ground_truth: object = None, log_metric: object = None, log_extra: object = None,
+               **columns: Any) -> list[float]:
+        completions = _completions(name, completions)
+        targets = _targets(stage, name, ground_truth, len(completions))
+        results = [scorer(c, t, config).as_dict() for c, t in zip(completions, targets)]
+        _log(results, name, metrics, extra, log_metric, log_extra, fields=stage == "caption")
+        return [r["score"] for r in results]
+
+    reward.__name__ = reward.__qualname__ = name
+    reward.__doc__ = f"Stage {'I' if stage == 'caption' else 'II'} reward (TRL signature) with {config.to_json()}."
+    reward.config = config
+    return reward
+
+
+def _settings(config_type: type, config: object, settings: dict[str, Any]):
+    if config is not None and settings:
+        raise ValueError("give either config or settings, not both")
+    return config if config is not None else config_type.from_mapping(settings)
+
+
 def make_caption_reward(
     config: CaptionRewardConfig | None = None, name: str = "caption_reward", **settings: Any
 ) -> RewardFunction:
@@ -75,23 +100,7 @@ def make_caption_reward(
 
     ``name`` is the function's ``__name__``, which TRL logs the reward under.
     """
-    if config is not None and settings:
-        raise ValueError("give either config or settings, not both")
-    config = config if config is not None else CaptionRewardConfig.from_mapping(settings)
-
-    def reward(prompts: object = None, completions: object = None, completion_ids: object = None,
-               ground_truth: object = None, log_metric: object = None, log_extra: object = None,
-               **columns: Any) -> list[float]:
-        completions = _completions(name, completions)
-        targets = _targets("caption", name, ground_truth, len(completions))
-        results = [score_caption(c, t, config).as_dict() for c, t in zip(completions, targets)]
-        _log(results, name, _CAPTION_METRICS, _CAPTION_EXTRA, log_metric, log_extra, fields=True)
-        return [r["score"] for r in results]
-
-    reward.__name__ = reward.__qualname__ = name
-    reward.__doc__ = f"Stage I reward (TRL signature) with {config.to_json()}."
-    reward.config = config
-    return reward
+    return _make_reward("caption", _settings(CaptionRewardConfig, config, settings), name)
 
 
 def make_diagnosis_reward(
@@ -101,23 +110,13 @@ def make_diagnosis_reward(
 
     ``name`` is the function's ``__name__``, which TRL logs the reward under.
     """
-    if config is not None and settings:
-        raise ValueError("give either config or settings, not both")
-    config = config if config is not None else DiagnosisRewardConfig.from_mapping(settings)
+    return _make_reward("diagnosis", _settings(DiagnosisRewardConfig, config, settings), name)
 
-    def reward(prompts: object = None, completions: object = None, completion_ids: object = None,
-               ground_truth: object = None, log_metric: object = None, log_extra: object = None,
-               **columns: Any) -> list[float]:
-        completions = _completions(name, completions)
-        targets = _targets("diagnosis", name, ground_truth, len(completions))
-        results = [score_diagnosis(c, t, config).as_dict() for c, t in zip(completions, targets)]
-        _log(results, name, _DIAGNOSIS_METRICS, _DIAGNOSIS_EXTRA, log_metric, log_extra, fields=False)
-        return [r["score"] for r in results]
 
-    reward.__name__ = reward.__qualname__ = name
-    reward.__doc__ = f"Stage II reward (TRL signature) with {config.to_json()}."
-    reward.config = config
-    return reward
+_STAGES = {
+    "caption": (score_caption, _CAPTION_METRICS, _CAPTION_EXTRA),
+    "diagnosis": (score_diagnosis, _DIAGNOSIS_METRICS, _DIAGNOSIS_EXTRA),
+}
 
 
 caption_reward = make_caption_reward()
