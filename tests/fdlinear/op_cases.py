@@ -130,6 +130,19 @@ def naive_fdlinear(x, bases, a_in, a_out, beta, bias, cu_seqlens) -> Tensor:
     return y if bias is None else y + bias.to(x.dtype)
 
 
+def assert_matches_oracle(op, case: OpCase, tolerance: float = 1e-11) -> None:
+    """``op``'s float64 output and six gradients equal :func:`naive_fdlinear`'s within ``tolerance`` (the output within
+    a tenth of it); a gradient the oracle does not have (no bias) must be absent."""
+    y, grads = run_op(op, case, torch.float64)
+    oracle_y, oracle_grads = run_op(naive_fdlinear, case, torch.float64)
+    torch.testing.assert_close(y, oracle_y, rtol=tolerance / 10, atol=tolerance / 10)
+    for name, got, want in zip(GRAD_NAMES, grads, oracle_grads):
+        if want is None:
+            assert got is None, f"d{name} should be absent"
+        else:
+            torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance, msg=f"d{name}")
+
+
 class DispatchRecorder(TorchDispatchMode):
     """Records the ops dispatched while it is active (a custom op is one entry: the mode does not see inside it)."""
 

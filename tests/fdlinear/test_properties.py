@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fdlinear import FDLinear
-from tests.fdlinear.op_cases import make_case, naive_fdlinear, reference_op, run_op
+from tests.fdlinear.op_cases import assert_matches_oracle, make_case, reference_op
 
 layouts = st.lists(st.integers(min_value=0, max_value=9), min_size=0, max_size=6)
 dims = st.integers(min_value=1, max_value=12)
@@ -16,12 +16,7 @@ dims = st.integers(min_value=1, max_value=12)
        form=st.sampled_from(["mix", "expand", "auto"]), seed=st.integers(0, 2**16))
 def test_reference_op_equals_oracle(seqlens, d_in, d_out, num_bases, bias, form, seed):
     case = make_case(seqlens, d_in, d_out, num_bases, bias=bias, seed=seed)
-    y, grads = run_op(lambda *a: reference_op(*a, form=form), case, torch.float64)
-    oracle_y, oracle_grads = run_op(naive_fdlinear, case, torch.float64)
-    torch.testing.assert_close(y, oracle_y, rtol=1e-10, atol=1e-10)
-    for got, want in zip(grads, oracle_grads):
-        if want is not None:
-            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    assert_matches_oracle(lambda *a: reference_op(*a, form=form), case, tolerance=1e-10)
 
 
 @settings(max_examples=25, deadline=None)

@@ -21,9 +21,9 @@ from fdlinear.backends import available_backends, default_backend, native
 from tests import REPO
 from tests.fdlinear.op_cases import (
     GRAD_NAMES,
+    assert_matches_oracle,
     assert_matches_reference,
     make_case,
-    naive_fdlinear,
     reference_op,
     run_op,
 )
@@ -67,14 +67,7 @@ def test_native_is_registered_and_the_cpu_default():
 @pytest.mark.parametrize("bias", [True, False])
 def test_matches_naive_oracle_in_float64(form, layout, bias):
     case = make_case(LAYOUTS[layout], 13, 7, 3, bias=bias, seed=1)
-    y, grads = run_op(functools.partial(native_op, form=form), case, torch.float64)
-    oracle_y, oracle_grads = run_op(naive_fdlinear, case, torch.float64)
-    torch.testing.assert_close(y, oracle_y, rtol=1e-12, atol=1e-12)
-    for name, got, want in zip(GRAD_NAMES, grads, oracle_grads):
-        if want is None:
-            assert got is None
-        else:
-            torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11, msg=f"d{name}")
+    assert_matches_oracle(functools.partial(native_op, form=form), case)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
