@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import sys
+import time
 
 import torch
 
@@ -35,6 +37,24 @@ def packed_tokens(samples: int, tokens: int, d_in: int, dtype=torch.float32, dev
     x = torch.randn(samples * tokens, d_in, generator=gen).to(device=device, dtype=dtype)
     cu = torch.arange(samples + 1, device=device, dtype=torch.int64) * tokens
     return x, cu
+
+
+def alternating_rounds(benchmark, runs: dict, rounds: int, warmup: int) -> dict[str, float]:
+    """Time every callable of ``runs`` once per round, in an order reversed every other round (so that neither
+    always runs first after the other), under ``benchmark.pedantic``; returns each one's median in ms over the
+    rounds after ``warmup``. Ratios of these medians are free of the machine's drift between rounds."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    first = next(iter(runs))
+
+    def one_round() -> None:
+        order = list(runs) if len(times[first]) % 2 == 0 else list(reversed(runs))
+        for name in order:
+            start = time.perf_counter()
+            runs[name]()
+            times[name].append(time.perf_counter() - start)
+
+    benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=warmup)
+    return {name: statistics.median(samples[warmup:]) * 1e3 for name, samples in times.items()}
 
 
 def pytest_configure(config):

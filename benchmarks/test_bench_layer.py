@@ -12,13 +12,11 @@ Shape of issue #18: 8 samples x 256 tokens, K = 4, fp32, 2 threads; 512->1024 an
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 
 import pytest
 import torch
-from conftest import active_layer, packed_tokens
+from conftest import active_layer, alternating_rounds, packed_tokens
 from per_sample_loop import per_sample_loop
 from torch import nn
 
@@ -76,17 +74,7 @@ def test_layer_breakdown(benchmark, case, backward):
     parts = _parts(d_in, d_out, samples, tokens, backward)
     if not backward:  # the bases are cached without grad: the rebuild costs nothing at inference
         parts.pop("rebuild")
-    times: dict[str, list[float]] = {part: [] for part in parts}
-
-    def one_round() -> None:
-        order = list(parts) if len(times["layer"]) % 2 == 0 else list(reversed(parts))
-        for part in order:
-            start = time.perf_counter()
-            parts[part]()
-            times[part].append(time.perf_counter() - start)
-
     benchmark.group = f"layer breakdown | {name} K={NUM_BASES} {'fwd+bwd' if backward else 'fwd'} float32"
-    benchmark.pedantic(one_round, rounds=ROUNDS, warmup_rounds=WARMUP)
-    paired_ms = {part: statistics.median(samples_[WARMUP:]) * 1e3 for part, samples_ in times.items()}
+    paired_ms = alternating_rounds(benchmark, parts, ROUNDS, WARMUP)
     benchmark.extra_info.update(impl="breakdown, paired rounds", paired_ms=paired_ms,
                                 cpu_isa=torch.ops.fdlinear_native.cpu_isa())

@@ -16,12 +16,10 @@ GPU (bf16, skipped without CUDA): the Qwen2.5-VL ViT projections, 8 images x 102
 from __future__ import annotations
 
 import functools
-import statistics
-import time
 
 import pytest
 import torch
-from conftest import active_layer, packed_tokens
+from conftest import active_layer, alternating_rounds, packed_tokens
 from per_sample_loop import per_sample_loop
 from torch import nn
 
@@ -116,18 +114,9 @@ def test_cpu_paired(benchmark, case, backward):
     x, cu = packed_tokens(samples, tokens, d_in)
     x.requires_grad_(backward)
     runs = {impl: _step(_forward(impl, layer, linear, x, cu), backward) for impl in ("nn.Linear", "native_op")}
-    times: dict[str, list[float]] = {impl: [] for impl in runs}
-
-    def paired() -> None:
-        order = list(runs) if len(times["native_op"]) % 2 == 0 else list(reversed(runs))
-        for impl in order:
-            start = time.perf_counter()
-            runs[impl]()
-            times[impl].append(time.perf_counter() - start)
-
     benchmark.group = f"native paired | {name} K={NUM_BASES} {'fwd+bwd' if backward else 'fwd'} float32"
-    benchmark.pedantic(paired, rounds=PAIRED_ROUNDS, warmup_rounds=PAIRED_WARMUP)
-    op_ms, linear_ms = (statistics.median(times[impl][PAIRED_WARMUP:]) * 1e3 for impl in ("native_op", "nn.Linear"))
+    medians = alternating_rounds(benchmark, runs, PAIRED_ROUNDS, PAIRED_WARMUP)
+    op_ms, linear_ms = medians["native_op"], medians["nn.Linear"]
     benchmark.extra_info.update(impl="native_op + nn.Linear, paired", op_ms=op_ms, linear_ms=linear_ms,
                                 paired_ratio=op_ms / linear_ms, cpu_isa=torch.ops.fdlinear_native.cpu_isa())
 
