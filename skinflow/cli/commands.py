@@ -2,7 +2,13 @@
 
 - ``skinflow diagnose IMAGE... [--model DIR] [--k 6] [--json]``: caption and ranked diagnoses per image;
 - ``skinflow synthetic N --out DIR [--seed S] [--label-noise P]``: the synthetic set as JSONL + PNGs + contact sheet;
-- ``skinflow export JSONL OUT --stage caption|diagnosis [--format verl|trl] [--split S]``: training files.
+- ``skinflow export JSONL OUT --stage caption|diagnosis [--format verl|trl] [--split S]``: training files;
+- ``skinflow predict --data JSONL --out PREDICTIONS [--model DIR] [--split S] [--k 6] [--batch-size 8]``: the
+  predictions file of a model over a data set (resumable; docs/evaluation.md);
+- ``skinflow train sft|caption|diagnosis --data JSONL --out DIR [--model DIR] [--config YAML] [--max-steps N]
+  [--resume] [--dve/--no-dve]``: one training stage on TRL (docs/training.md);
+- ``skinflow evaluate PREDICTIONS --out DIR [--bootstrap 1000] [--seed 0]``: report.json, report.md and plots;
+  ``skinflow evaluate --data JSONL [--model DIR] --out DIR``: both steps (predictions in DIR/predictions.jsonl).
 
 Bad input has one exit path: exit status 2 and one line on stderr, ``skinflow <command>: error: <what>``, naming the
 argument or file (argparse's own errors included). Every command runs its input-dependent steps inside
@@ -204,7 +210,66 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--split", choices=("train", "val", "test"), default=None, help="only this split")
     export.add_argument("--k", type=positive_int, default=DEFAULT_K,
                         help=f"diagnoses asked for (default {DEFAULT_K})")
+
+    predict = commands.add_parser("predict", help="run a model over a JSONL data set and write its predictions file")
+    _add_prediction_options(predict)
+    predict.add_argument("--out", type=Path, required=True, metavar="PREDICTIONS",
+                         help="the predictions JSONL file to write (resumed when a partial run left one)")
+    predict.add_argument("--seed", type=seed_int, default=0, help="initialisation seed of the tiny default (default 0)")
+
+    evaluate = commands.add_parser("evaluate", help="score a predictions file (or a model on --data) into a report")
+    evaluate.add_argument("predictions", type=Path, nargs="?", default=None, metavar="PREDICTIONS",
+                          help="a predictions JSONL file (docs/design.md §3b); or give --data to predict first")
+    _add_prediction_options(evaluate, data_required=False, k_default=None)
+    evaluate.add_argument("--out", type=Path, required=True, metavar="DIR", help="report directory (created)")
+    evaluate.add_argument("--bootstrap", type=non_negative_int, default=1000,
+                          help="bootstrap resamples per confidence interval (default 1000; 0: no intervals)")
+    evaluate.add_argument("--seed", type=seed_int, default=0, help="bootstrap seed (default 0)")
+    evaluate.add_argument("--no-plots", action="store_true", help="write report.json and report.md only")
+
+    attention = commands.add_parser("attention", help="attention of the answers to the image tokens, binned")
+    _add_prediction_options(attention)
+    attention.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (created)")
+    attention.add_argument("--stage", choices=("diagnosis", "caption"), default="diagnosis",
+                           help="which answer to analyse (default diagnosis)")
+    attention.add_argument("--limit", type=positive_int, default=None, help="only the first N records")
+    attention.add_argument("--overlays", type=non_negative_int, default=8,
+                           help="heat-map overlays for the first N records (default 8)")
+    attention.add_argument("--seed", type=seed_int, default=0, help="initialisation seed of the tiny default (default 0)")
+
+    train = commands.add_parser("train", help="train a stage on TRL: sft warm start, caption (I) or diagnosis (II) GRPO")
+    train.add_argument("stage", choices=("sft", "caption", "diagnosis"), help="the stage to train")
+    train.add_argument("--data", type=Path, required=True, metavar="JSONL", help="a JSONL data set (docs/data.md)")
+    train.add_argument("--out", type=Path, required=True, metavar="DIR",
+                       help="output directory: final model, checkpoint-N, run.json, metrics.jsonl")
+    train.add_argument("--model", type=Path, default=None, metavar="DIR",
+                       help="checkpoint to start from (default: the embedded tiny model; Stage II: Stage I's DIR)")
+    train.add_argument("--config", type=Path, default=None, metavar="YAML", help="a recipe (recipes/*.yaml)")
+    train.add_argument("--max-steps", type=positive_int, default=None, help="optimizer steps (overrides the recipe)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint-N of --out")
+    train.add_argument("--dve", action=argparse.BooleanOptionalAction, default=None,
+                       help="use the Dynamic Vision Encoder (default: the recipe's, else on)")
+    train.add_argument("--dve-blocks", type=_int_list, default=None, metavar="I,J,...", help="DVE vision blocks")
+    train.add_argument("--dve-projections", type=_name_list, default=None, metavar="NAME,...",
+                       help="DVE projections among qkv, proj, gate_proj, up_proj, down_proj")
+    train.add_argument("--num-bases", type=positive_int, default=None, metavar="K", help="DVE frequency bases K")
+    train.add_argument("--seed", type=seed_int, default=None, help="seed of the run (default: the recipe's, else 0)")
     return parser
+
+
+def _add_prediction_options(command: argparse.ArgumentParser, data_required: bool = True,
+                            k_default: int | None = DEFAULT_K) -> None:
+    command.add_argument("--model", type=Path, default=None, metavar="DIR",
+                         help="local Qwen2.5-VL / SkinFlow checkpoint directory (default: the embedded tiny model)")
+    command.add_argument("--data", type=Path, required=data_required, default=None, metavar="JSONL",
+                         help="a JSONL data set (see docs/data.md)")
+    command.add_argument("--split", choices=("train", "val", "test"), default=None, help="only this split")
+    command.add_argument("--k", type=positive_int, default=k_default,
+                         help=f"diagnoses asked for and read (default {DEFAULT_K}; evaluate of PREDICTIONS: the "
+                              "rows' k)")
+    command.add_argument("--batch-size", type=positive_int, default=8, help="images per generation batch (default 8)")
+    command.add_argument("--max-new-tokens", type=positive_int, default=160,
+                         help="generation budget per answer (default 160)")
 
 
 def _diagnose(args: argparse.Namespace) -> int:
@@ -285,7 +350,170 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"diagnose": _diagnose, "synthetic": _synthetic, "export": _export}
+def _load_data(args: argparse.Namespace) -> list[dict]:
+    """The records of ``--data`` (checked, images decoded), only ``--split`` when given; a UserError otherwise."""
+    from skinflow.data.records import load_jsonl
+
+    if not args.data.is_file():
+        raise UserError(f"--data {str(args.data)!r}: " + ("is a directory, not a file" if args.data.is_dir()
+                                                          else "no such file"))
+    records = load_jsonl(args.data, progress=_progress())
+    records = [r for r in records if args.split is None or r["split"] == args.split]
+    if not records:
+        where = f" in split {args.split!r}" if args.split else ""
+        raise UserError(f"--data {str(args.data)!r}: no records{where}")
+    return records
+
+
+def _check_model(args: argparse.Namespace, records: list[dict]):
+    """The processor of ``--model`` (checked before any weights load), or ``None`` for the tiny default; and every
+    record's image checked against that processor's limits."""
+    from skinflow.eval.predict import check_record_images
+
+    if args.model is None:
+        from skinflow.model.tiny import build_image_processor
+
+        check_record_images(records, build_image_processor())
+        return None
+    from skinflow.model.dve import check_checkpoint
+    from skinflow.model.processor import load_processor
+
+    processor = load_processor(args.model, config=check_checkpoint(args.model, name="--model"), name="--model")
+    check_record_images(records, processor.image_processor)
+    return processor
+
+
+def _run_predictions(args: argparse.Namespace, records: list[dict], processor, out: Path, seed: int) -> Path:
+    from skinflow.eval.predict import predict
+
+    if args.model is None:
+        model, processor = _tiny(seed)
+        name = f"tiny-default(seed={seed})"
+    else:
+        with user_input():
+            model = _checkpoint_model(args.model)
+        name = str(args.model)
+    with user_input():  # an image the processor refuses names its record
+        return predict(model, processor, records, out, k=args.k, batch_size=args.batch_size,
+                       max_new_tokens=args.max_new_tokens, model_name=name, progress=_progress())
+
+
+def _predict(args: argparse.Namespace) -> int:
+    with user_input():
+        out = f"--out {str(args.out)!r}"
+        if not args.out.parent.is_dir():
+            raise UserError(f"{out}: directory {str(args.out.parent)!r} does not exist")
+        if args.out.is_dir():
+            raise UserError(f"{out}: is a directory; give the predictions file's name")
+        if args.data.exists() and args.out.exists() and args.out.resolve() == args.data.resolve():
+            raise UserError(f"{out}: is the input JSONL; writing it would destroy the data set")
+        records = _load_data(args)
+        processor = _check_model(args, records)
+    path = _run_predictions(args, records, processor, args.out, args.seed)
+    print(f"wrote {len(records)} predictions to {_shown(str(path))}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from skinflow.eval.metrics import EvalSettings
+    from skinflow.eval.report import evaluate_predictions, output_directory
+
+    with user_input():
+        if (args.predictions is None) == (args.data is None):
+            raise UserError("give either PREDICTIONS or --data JSONL (to predict first), not both" if args.data
+                            else "give PREDICTIONS or --data JSONL")
+        if args.predictions is not None and args.model is not None:
+            raise UserError("--model needs --data (PREDICTIONS are already answered)")
+        if args.out.exists() and not args.out.is_dir():
+            raise UserError(f"--out {str(args.out)!r}: exists and is not a directory")
+        if not args.out.exists() and not args.out.parent.is_dir():
+            raise UserError(f"--out {str(args.out)!r}: directory {str(args.out.parent)!r} does not exist")
+        settings = EvalSettings(k=args.k, bootstrap=args.bootstrap, seed=args.seed)
+        if args.predictions is not None:
+            predictions, data = args.predictions, {}  # every row is checked before --out is created
+        else:
+            records = _load_data(args)
+            processor = _check_model(args, records)
+            output_directory(args.out)
+            predictions = args.out / "predictions.jsonl"
+            data = {"dataset": str(args.data), "split": args.split}
+    if args.predictions is None:
+        args.k = DEFAULT_K if args.k is None else args.k
+        _run_predictions(args, records, processor, predictions, 0)
+    with user_input():
+        report = evaluate_predictions(predictions, args.out, settings, plots=not args.no_plots, data=data,
+                                      split=args.split if args.predictions is not None else None)
+    k = report["k"]
+    print(f"evaluated {report['n']} predictions: top-1 {report['topk']['synonym'][0]:.3f}, "
+          f"top-{k} {report['topk']['synonym'][k - 1]:.3f} (synonym level); report in {_shown(str(args.out))}")
+    return 0
+
+
+def _attention(args: argparse.Namespace) -> int:
+    from skinflow.eval.attention import attention_analysis
+    from skinflow.eval.report import output_directory
+
+    with user_input():
+        if args.out.exists() and not args.out.is_dir():
+            raise UserError(f"--out {str(args.out)!r}: exists and is not a directory")
+        if not args.out.exists() and not args.out.parent.is_dir():
+            raise UserError(f"--out {str(args.out)!r}: directory {str(args.out.parent)!r} does not exist")
+        records = _load_data(args)[: args.limit]
+        processor = _check_model(args, records)
+        if args.model is not None:
+            model, name = _checkpoint_model(args.model), str(args.model)
+    if args.model is None:
+        model, processor = _tiny(args.seed)
+        name = f"tiny-default(seed={args.seed})"
+    with user_input():
+        out = output_directory(args.out)
+        summary = attention_analysis(model, processor, records, out, stage=args.stage, k=args.k,
+                                     max_new_tokens=args.max_new_tokens, overlays=args.overlays, model_name=name)
+    bins = ", ".join(f"{key}: {value:.3f}" for key, value in summary["bins"].items())
+    print(f"analysed {summary['analysed']} of {summary['records']} answers; weights per bin: {bins}; "
+          f"written to {_shown(str(args.out))}")
+    return 0
+
+
+COMMANDS = {"diagnose": _diagnose, "synthetic": _synthetic, "export": _export, "predict": _predict,
+            "evaluate": _evaluate, "attention": _attention}
+
+
+def _int_list(text: str) -> list[int]:
+    """argparse type of ``--dve-blocks``: comma-separated non-negative ints."""
+    return [non_negative_int(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def _name_list(text: str) -> list[str]:
+    """argparse type of ``--dve-projections``: comma-separated names."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _train(args: argparse.Namespace) -> int:
+    from skinflow.train import TrainConfig, load_config
+    from skinflow.train.runner import prepare, train
+
+    overrides = {"stage": args.stage, "data": str(args.data), "out": str(args.out),
+                 "model": None if args.model is None else str(args.model), "max_steps": args.max_steps,
+                 "dve": args.dve, "dve_blocks": args.dve_blocks, "dve_projections": args.dve_projections,
+                 "dve_num_bases": args.num_bases, "seed": args.seed}
+    with user_input():
+        if not args.data.is_file():
+            raise UserError(f"--data {str(args.data)!r}: " + ("is a directory, not a file" if args.data.is_dir()
+                                                              else "no such file"))
+        if args.config is not None:
+            config = load_config(args.config, **overrides)
+        else:
+            config = TrainConfig.from_mapping({k: v for k, v in overrides.items() if v is not None}, "arguments")
+        prepared = prepare(config, resume=args.resume, progress=_progress())
+    result = train(prepared)
+    resumable = f" (resume from {_shown(str(result.checkpoint))})" if result.checkpoint else ""
+    print(f"{args.stage}: {'interrupted' if result.interrupted else 'trained'} to step {result.global_step}; "
+          f"model in {_shown(str(result.out))}{resumable}")
+    return 130 if result.interrupted else 0
+
+
+COMMANDS["train"] = _train
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -161,6 +161,9 @@ def _data(root: Path) -> dict[str, Path]:
     (data / "images" / "cut.png").write_bytes(png[: len(png) // 2])
     paths["jsonl_cut_image"] = data / "cut_image.jsonl"
     paths["jsonl_cut_image"].write_text(json.dumps({**first, "image_path": "images/cut.png"}) + "\n")
+    Image.new("RGB", (402, 2), "brown").save(data / "images" / "wide.png")  # decodes; the processor refuses it
+    paths["jsonl_wide_image"] = data / "wide_image.jsonl"
+    paths["jsonl_wide_image"].write_text(json.dumps({**first, "image_path": "images/wide.png"}) + "\n")
     paths["a_file"] = root / "a_file"
     paths["a_file"].write_text("x")
     paths["nonempty"] = root / "nonempty"
@@ -169,10 +172,33 @@ def _data(root: Path) -> dict[str, Path]:
     return paths
 
 
+def _predictions(root: Path) -> dict[str, Path]:
+    """A predictions file (docs/design.md §3b) and bad variants of it."""
+    folder = root / "predictions"
+    folder.mkdir()
+    good = {"id": "a", "label": "psoriasis", "skin_type": 2, "split": "test", "diagnosis_text": "1. psoriasis",
+            "caption_text": None, "caption_target": None}
+    variants = {
+        "predictions": [good],
+        "predictions_bad_label": [good, {**good, "id": "b", "label": "banana"}],
+        "predictions_bad_skin_type": [{**good, "skin_type": "V"}],
+        "predictions_missing_key": [{key: value for key, value in good.items() if key != "diagnosis_text"}],
+        "predictions_duplicate_id": [good, good],
+        "predictions_empty": [],
+    }
+    paths = {}
+    for name, rows in variants.items():
+        paths[name] = folder / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    paths["predictions_bad_json"] = folder / "predictions_bad_json.jsonl"
+    paths["predictions_bad_json"].write_text("{not json\n", encoding="utf-8")
+    return paths
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("bad_inputs")
-    paths = {**_images(root), **_checkpoints(root), **_data(root)}
+    paths = {**_images(root), **_checkpoints(root), **_data(root), **_predictions(root)}
     paths["missing"] = root / "missing.png"
     return {name: str(path) for name, path in paths.items()}
 
@@ -280,6 +306,104 @@ CASES = [
      "a_file'", False),
     ("export-trl-out-missing-dir", ["export", "{jsonl}", "{out}/no/trl", "--stage", "caption", "--format", "trl"],
      "no/trl'", False),
+    # predict
+    ("predict-no-args", ["predict"], "--data", False),
+    ("predict-no-out", ["predict", "--data", "{jsonl}"], "--out", False),
+    ("predict-missing-data", ["predict", "--data", "{missing}", "--out", "{out}/p.jsonl"], "missing.png'", False),
+    ("predict-data-folder", ["predict", "--data", "{jsonl_folder}", "--out", "{out}/p.jsonl"],
+     "folder.jsonl': is a directory", False),
+    ("predict-data-bad-json", ["predict", "--data", "{jsonl_bad_json}", "--out", "{out}/p.jsonl"], "bad_json.jsonl:2",
+     False),
+    ("predict-data-not-utf8", ["predict", "--data", "{jsonl_not_utf8}", "--out", "{out}/p.jsonl"], "not_utf8.jsonl",
+     False),
+    ("predict-text-image", ["predict", "--data", "{jsonl_text_image}", "--out", "{out}/p.jsonl"], "text.png", False),
+    ("predict-image-the-processor-refuses", ["predict", "--data", "{jsonl_wide_image}", "--out", "{out}/p.jsonl"],
+     "wide.png'): the image processor refuses", False),
+    ("predict-image-refused-before-checkpoint-load",
+     ["predict", "--data", "{jsonl_wide_image}", "--out", "{out}/p.jsonl", "--model", "{ck}"], "wide.png'", False),
+    ("predict-empty-split", ["predict", "--data", "{jsonl}", "--out", "{out}/p.jsonl", "--split", "val"],
+     "no records in split 'val'", False),
+    ("predict-bad-split", ["predict", "--data", "{jsonl}", "--out", "{out}/p.jsonl", "--split", "dev"], "--split",
+     False),
+    ("predict-k-0", ["predict", "--data", "{jsonl}", "--out", "{out}/p.jsonl", "--k", "0"], "--k", False),
+    ("predict-batch-size-0", ["predict", "--data", "{jsonl}", "--out", "{out}/p.jsonl", "--batch-size", "0"],
+     "--batch-size", False),
+    ("predict-max-new-tokens-0", ["predict", "--data", "{jsonl}", "--out", "{out}/p.jsonl", "--max-new-tokens", "0"],
+     "--max-new-tokens", False),
+    ("predict-out-missing-dir", ["predict", "--data", "{jsonl}", "--out", "{out}/no/p.jsonl"], "no/p.jsonl'", False),
+    ("predict-out-is-a-dir", ["predict", "--data", "{jsonl}", "--out", "{nonempty}"], "nonempty': is a directory",
+     False),
+    ("predict-out-is-the-input", ["predict", "--data", "{jsonl}", "--out", "{jsonl}"], "is the input JSONL", False),
+    ("predict-model-missing", ["predict", "--data", "{jsonl}", "--out", "{out}/p.jsonl", "--model", "{missing}"],
+     "--model", False),
+    ("predict-model-wrong-type", ["predict", "--data", "{jsonl}", "--out", "{out}/p.jsonl", "--model", "{ck_llama}"],
+     "model_type 'llama'", False),
+    # evaluate
+    ("evaluate-no-args", ["evaluate"], "--out", False),
+    ("evaluate-nothing-to-score", ["evaluate", "--out", "{out}/r"], "give PREDICTIONS or --data", False),
+    ("evaluate-both", ["evaluate", "{predictions}", "--data", "{jsonl}", "--out", "{out}/r"], "not both", False),
+    ("evaluate-model-without-data", ["evaluate", "{predictions}", "--model", "{ck}", "--out", "{out}/r"],
+     "--model needs --data", False),
+    ("evaluate-missing", ["evaluate", "{missing}", "--out", "{out}/r"], "missing.png' does not exist", False),
+    ("evaluate-folder", ["evaluate", "{nonempty}", "--out", "{out}/r"], "nonempty' is a directory", False),
+    ("evaluate-bad-label", ["evaluate", "{predictions_bad_label}", "--out", "{out}/r"],
+     "predictions_bad_label.jsonl:2: 'label' 'banana'", False),
+    ("evaluate-bad-skin-type", ["evaluate", "{predictions_bad_skin_type}", "--out", "{out}/r"],
+     "predictions_bad_skin_type.jsonl:1: 'skin_type'", False),
+    ("evaluate-missing-key", ["evaluate", "{predictions_missing_key}", "--out", "{out}/r"],
+     "missing key 'diagnosis_text'", False),
+    ("evaluate-duplicate-id", ["evaluate", "{predictions_duplicate_id}", "--out", "{out}/r"], "duplicate id 'a'",
+     False),
+    ("evaluate-empty", ["evaluate", "{predictions_empty}", "--out", "{out}/r"], "no predictions", False),
+    ("evaluate-bad-json", ["evaluate", "{predictions_bad_json}", "--out", "{out}/r"],
+     "predictions_bad_json.jsonl:1: not valid JSON", False),
+    ("evaluate-out-is-a-file", ["evaluate", "{predictions}", "--out", "{a_file}"], "a_file': exists", False),
+    ("evaluate-out-missing-dir", ["evaluate", "{predictions}", "--out", "{out}/no/r"], "no/r'", False),
+    ("evaluate-bootstrap-negative", ["evaluate", "{predictions}", "--out", "{out}/r", "--bootstrap", "-1"],
+     "--bootstrap", False),
+    ("evaluate-seed-negative", ["evaluate", "{predictions}", "--out", "{out}/r", "--seed", "-1"], "--seed", False),
+    ("evaluate-empty-split", ["evaluate", "{predictions}", "--out", "{out}/r", "--split", "val"],
+     "no rows in split 'val'", False),
+    ("evaluate-k-0", ["evaluate", "{predictions}", "--out", "{out}/r", "--k", "0"], "--k", False),
+    ("evaluate-data-bad-json", ["evaluate", "--data", "{jsonl_bad_json}", "--out", "{out}/r"], "bad_json.jsonl:2",
+     False),
+    ("evaluate-data-image-the-processor-refuses", ["evaluate", "--data", "{jsonl_wide_image}", "--out", "{out}/r"],
+     "the image processor refuses", False),
+    ("evaluate-data-missing", ["evaluate", "--data", "{missing}", "--out", "{out}/r"], "missing.png'", False),
+    ("evaluate-data-model-wrong-type", ["evaluate", "--data", "{jsonl}", "--model", "{ck_llama}", "--out", "{out}/r"],
+     "model_type 'llama'", False),
+    # attention
+    ("attention-no-args", ["attention"], "--data", False),
+    ("attention-no-out", ["attention", "--data", "{jsonl}"], "--out", False),
+    ("attention-missing-data", ["attention", "--data", "{missing}", "--out", "{out}/a"], "missing.png'", False),
+    ("attention-data-bad-json", ["attention", "--data", "{jsonl_bad_json}", "--out", "{out}/a"], "bad_json.jsonl:2",
+     False),
+    ("attention-out-is-a-file", ["attention", "--data", "{jsonl}", "--out", "{a_file}"], "a_file': exists", False),
+    ("attention-out-missing-dir", ["attention", "--data", "{jsonl}", "--out", "{out}/no/a"], "no/a'", False),
+    ("attention-bad-stage", ["attention", "--data", "{jsonl}", "--out", "{out}/a", "--stage", "both"], "--stage",
+     False),
+    ("attention-image-the-processor-refuses", ["attention", "--data", "{jsonl_wide_image}", "--out", "{out}/a"],
+     "the image processor refuses", False),
+    ("attention-limit-0", ["attention", "--data", "{jsonl}", "--out", "{out}/a", "--limit", "0"], "--limit", False),
+    ("attention-model-wrong-type", ["attention", "--data", "{jsonl}", "--out", "{out}/a", "--model", "{ck_llama}"],
+     "model_type 'llama'", False),
+    # train
+    ("train-no-args", ["train"], "stage", False),
+    ("train-bad-stage", ["train", "rl", "--data", "{jsonl}", "--out", "{out}/t"], "stage", False),
+    ("train-no-out", ["train", "sft", "--data", "{jsonl}"], "--out", False),
+    ("train-missing-data", ["train", "sft", "--data", "{missing}", "--out", "{out}/t"], "missing.png'", False),
+    ("train-data-bad-json", ["train", "sft", "--data", "{jsonl_bad_json}", "--out", "{out}/t"], "bad_json.jsonl:2",
+     False),
+    ("train-data-image-does-not-decode", ["train", "caption", "--data", "{jsonl_text_image}", "--out", "{out}/t"],
+     "text.png", False),
+    ("train-max-steps-0", ["train", "sft", "--data", "{jsonl}", "--out", "{out}/t", "--max-steps", "0"],
+     "--max-steps", False),
+    ("train-missing-config", ["train", "sft", "--data", "{jsonl}", "--out", "{out}/t", "--config", "{missing}"],
+     "missing.png'", False),
+    ("train-model-wrong-type", ["train", "sft", "--data", "{jsonl}", "--out", "{out}/t", "--model", "{ck_llama}"],
+     "model_type 'llama'", False),
+    ("train-resume-nothing", ["train", "sft", "--data", "{jsonl}", "--out", "{out}/t", "--resume"],
+     "holds no checkpoint", False),
 ]
 
 
