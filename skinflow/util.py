@@ -137,6 +137,23 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object
     return path
 
 
+def atomic_save(path: str | os.PathLike[str], save: Callable[[str], object]) -> Path:
+    """Like :func:`atomic_write`, for writers that take a file name (``figure.savefig``, ``Image.save``): ``save`` is
+    called with a temporary name in ``path``'s directory (same suffix), which then replaces ``path``."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=f".tmp{path.suffix}")
+    os.close(handle)
+    try:
+        save(temporary)
+        os.chmod(temporary, new_file_mode())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
 def resource_bytes(name: str) -> bytes:
     """The bytes of a file of ``skinflow/resources/`` (see its NOTICE.md), gunzipped when the name ends in .gz."""
     data = resources.files("skinflow").joinpath("resources", name).read_bytes()

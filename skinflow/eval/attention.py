@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import torch
 
 from skinflow.formats import CAPTION_PROMPT, DEFAULT_K, diagnosis_prompt
 from skinflow.model.inference import generate_answers, read_image
-from skinflow.util import atomic_write, check_int
+from skinflow.util import atomic_save, atomic_write, check_int
 
 __all__ = ["BINS", "RELATIVE_BINS", "answer_image_attention", "attention_analysis", "bin_shares", "lesion_share"]
 
@@ -161,16 +160,8 @@ def _save_overlay(image, weights: torch.Tensor, grid: tuple[int, int], path: Pat
     axes.imshow(heat, cmap="jet", alpha=0.45, extent=(0, image.width, image.height, 0), interpolation="nearest")
     axes.set_title(title, fontsize=7)
     axes.axis("off")
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
-    os.close(handle)
     try:
-        figure.savefig(temporary, format="png", dpi=100, bbox_inches="tight")
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+        atomic_save(path, lambda name: figure.savefig(name, format="png", dpi=100, bbox_inches="tight"))
     finally:
         plt.close(figure)
 

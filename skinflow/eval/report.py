@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 from skinflow.eval.metrics import LEVELS, SKIN_GROUPS, EvalSettings, compute_metrics, load_predictions
 from skinflow.formats import CAPTION_FIELDS
-from skinflow.util import atomic_write
+from skinflow.util import atomic_save, atomic_write
 
 __all__ = ["PLOTS", "evaluate_predictions", "file_sha256", "output_directory", "render_markdown", "write_report"]
 
@@ -114,17 +113,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 
 def _save_figure(figure, path: Path) -> None:
-    """Save a matplotlib figure atomically: a temporary PNG in the same directory, then ``os.replace``."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
-    os.close(handle)
-    try:
-        figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """Save a matplotlib figure atomically (:func:`skinflow.util.atomic_save`)."""
+    atomic_save(path, lambda name: figure.savefig(name, format="png", dpi=120, bbox_inches="tight"))
 
 
 def write_plots(report: Mapping[str, Any], out: Path) -> list[str]:
