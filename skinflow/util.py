@@ -120,21 +120,15 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object
         ``path`` as a ``Path``. The data goes to a temporary file in the same directory, which is flushed, synced,
         given the usual permissions (``0666 & ~umask``) and moved over ``path`` with ``os.replace``.
     """
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".tmp")
-    try:
-        options: dict[str, Any] = {} if binary else {"encoding": "utf-8", "newline": "\n"}
-        with os.fdopen(handle, "wb" if binary else "w", **options) as file:
+    options: dict[str, Any] = {} if binary else {"encoding": "utf-8", "newline": "\n"}
+
+    def save(name: str) -> None:
+        with open(name, "wb" if binary else "w", **options) as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temporary, new_file_mode())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+
+    return atomic_save(path, save)
 
 
 def atomic_save(path: str | os.PathLike[str], save: Callable[[str], object]) -> Path:
