@@ -259,6 +259,16 @@ def _file_problem(path: Path) -> str | None:
     return "image file not found"
 
 
+def _lesion_mask_path_problem(value: object) -> str | None:
+    """Why the optional ``lesion_mask_path`` (a mask image, absolute or relative to the image's directory) is bad."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        return f"field 'lesion_mask_path' must be a non-empty string or null, got {describe(value)}"
+    problem = _path_text_problem(value)
+    return f"field 'lesion_mask_path' {problem}: {describe(value)}" if problem else None
+
+
 def _contract_problems(record: object) -> tuple[list[str], object]:
     """The contract problems of one record and the image to decode (its ``image`` or ``image_path``; ``None`` when
     the image fields are already wrong)."""
@@ -299,6 +309,8 @@ def _contract_problems(record: object) -> tuple[list[str], object]:
         problems.extend(_caption_problems(record["caption"], require_all=True, allow_lists=False))
     if "caption_fields" in record:
         problems.extend(_caption_fields_problems(record["caption_fields"]))
+    if (problem := _lesion_mask_path_problem(record.get("lesion_mask_path"))) is not None:
+        problems.append(problem)
     return problems, source
 
 
@@ -639,6 +651,14 @@ def _json_line_problems(line: dict[str, Any], base_dir: Path, check_files: bool)
                 problems.append(f"field 'image_path': {problem}: {describe(str(base_dir / image_path))}")
             else:
                 to_decode = base_dir / image_path
+    mask = line.get("lesion_mask_path")
+    if (problem := _lesion_mask_path_problem(mask)) is not None:
+        problems.append(problem)
+    elif mask is not None and to_decode is not None:  # the file exists when files are checked (not decoded here)
+        mask_file = to_decode.parent / mask
+        if (problem := _file_problem(mask_file)) is not None:
+            problem = problem.replace("image file", "lesion mask file")
+            problems.append(f"field 'lesion_mask_path': {problem}: {describe(str(mask_file))}")
     return problems, to_decode
 
 

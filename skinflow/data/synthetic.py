@@ -11,6 +11,10 @@ that no caption field names. Stage I can learn the describable part; Stage II al
 Record ``i`` depends only on ``(seed, i)``: ``generate(10)`` is a prefix of ``generate(100)``. Labels cycle through
 shuffled rounds of all diagnoses (balanced classes), and each block of 20 rounds is divided between the splits in the
 requested proportions (exactly stratified by label).
+
+Every record knows where its lesions are: :func:`lesion_mask` gives the lesion pixels of a record, drawn by the same
+code as its image (:func:`skinflow.data.synthetic_draw.draw`) from the record's ``generator`` field, and
+:func:`save` writes the set as JSONL with PNG images and one PNG lesion mask per record (``lesion_mask_path``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import itertools
 import math
 import numbers
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +32,21 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from rich.console import Console
 from rich.progress import track
 
-from skinflow.data.records import SKIN_TYPES, SPLITS
-from skinflow.data.synthetic_draw import SIZE_RADII, lesion_region, outline_extent, place_lesions, render
+from skinflow.data.records import SKIN_TYPES, SPLITS, RecordError, image_file_name, save_jsonl, validate_records
+from skinflow.data.synthetic_draw import (
+    SIZE_RADII,
+    Lesion,
+    Rendering,
+    draw,
+    lesion_region,
+    outline_extent,
+    place_lesions,
+)
 from skinflow.formats import CAPTION_FIELDS
-from skinflow.util import atomic_write, check_fraction, check_int, describe
+from skinflow.util import atomic_write, check_fraction, check_int, describe, new_file_mode
 
 IMAGE_SIZE = 112
 """Side of the synthetic images in pixels: what the tiny default sees (``skinflow.model.tiny`` uses it)."""
@@ -48,6 +63,9 @@ __all__ = [
     "diagnose_attributes",
     "diagnosis_captions",
     "generate",
+    "lesion_mask",
+    "lesion_mask_file_name",
+    "save",
 ]
 
 LOCATIONS: tuple[str, ...] = ("back", "scalp", "leg", "hand")
@@ -254,13 +272,18 @@ def _split_plan(splits: Sequence[float]) -> list[str]:
     return [name for name, count in zip(SPLITS, counts) for _ in range(count)]
 
 
-def _assignment(seed: int, index: int, plan: list[str]) -> tuple[Diagnosis, str]:
-    """Diagnosis and split of record ``index``: shuffled rounds of all diagnoses, blocks of rounds split by plan."""
+def _diagnosis(seed: int, index: int) -> Diagnosis:
+    """Diagnosis of record ``index``: shuffled rounds of all diagnoses (its own random stream)."""
     round_index, position = divmod(index, len(DIAGNOSES))
     order = np.random.default_rng([seed, 1, round_index]).permutation(len(DIAGNOSES))
-    block, offset = divmod(round_index, _ROUNDS_PER_BLOCK)
+    return DIAGNOSES[order[position]]
+
+
+def _split(seed: int, index: int, plan: list[str]) -> str:
+    """Split of record ``index``: each block of rounds is divided between the splits by ``plan`` (own stream)."""
+    block, offset = divmod(index // len(DIAGNOSES), _ROUNDS_PER_BLOCK)
     split_order = np.random.default_rng([seed, 2, block]).permutation(_ROUNDS_PER_BLOCK)
-    return DIAGNOSES[order[position]], plan[split_order[offset]]
+    return plan[split_order[offset]]
 
 
 def _noisy_label(seed: int, index: int, label: str, label_noise: float) -> str:
@@ -272,10 +295,21 @@ def _noisy_label(seed: int, index: int, label: str, label_noise: float) -> str:
     return others[int(rng.integers(len(others)))]
 
 
-def _record(seed: int, index: int, size: int, plan: list[str], label_noise: float,
-            skin_types: tuple[int, ...]) -> dict[str, Any]:
-    """Record ``index`` of the data set ``seed`` (see :func:`generate`)."""
-    diagnosis, split = _assignment(seed, index, plan)
+@dataclass(frozen=True)
+class _Drawn:
+    """Everything drawn for one record: its diagnosis, skin type, caption, lesions and rendering (image + mask)."""
+
+    diagnosis: Diagnosis
+    skin_type: int
+    caption: dict[str, str]
+    lesions: list[Lesion]
+    rendering: Rendering
+
+
+def _draw_record(seed: int, index: int, size: int, skin_types: tuple[int, ...]) -> _Drawn:
+    """The drawing of record ``index`` of the data set ``seed``: a function of these four arguments only (splits and
+    label noise have their own streams)."""
+    diagnosis = _diagnosis(seed, index)
     rng = np.random.default_rng([seed, 0, index])
     skin_type = int(skin_types[int(rng.integers(len(skin_types)))])
     caption = _sample_caption(diagnosis, rng)
@@ -289,19 +323,28 @@ def _record(seed: int, index: int, size: int, plan: list[str], label_noise: floa
         region,
         rng,
     )
-    pixels = render(size, skin_type, caption, lesions, diagnosis.implicit_cue, rng)
+    rendering = draw(size, skin_type, caption, lesions, diagnosis.implicit_cue, rng)
+    return _Drawn(diagnosis, skin_type, caption, lesions, rendering)
+
+
+def _record(seed: int, index: int, size: int, plan: list[str], label_noise: float,
+            skin_types: tuple[int, ...]) -> dict[str, Any]:
+    """Record ``index`` of the data set ``seed`` (see :func:`generate`)."""
+    drawn = _draw_record(seed, index, size, skin_types)
+    diagnosis = drawn.diagnosis
     label = _noisy_label(seed, index, diagnosis.label, label_noise)
     return {
         "id": f"synthetic-{seed}-{index:06d}",
-        "image": Image.fromarray(pixels, "RGB"),
-        "caption": caption,
+        "image": Image.fromarray(drawn.rendering.pixels, "RGB"),
+        "caption": drawn.caption,
         "label": label,
         "clean_label": diagnosis.label,
         "noisy_label": label != diagnosis.label,
         "implicit_cue": diagnosis.implicit_cue,
-        "lesion_count": len(lesions),
-        "skin_type": skin_type,
-        "split": split,
+        "lesion_count": len(drawn.lesions),
+        "generator": {"seed": seed, "index": index, "image_size": size, "skin_types": list(skin_types)},
+        "skin_type": drawn.skin_type,
+        "split": _split(seed, index, plan),
         "source": "synthetic",
     }
 
@@ -333,7 +376,9 @@ def generate(
 
     Returns a list of ``n`` record dicts: ``id``, ``image`` (PIL RGB, ``image_size`` square), ``caption`` (all twelve
     fields), ``label``, ``clean_label``, ``noisy_label`` (bool), ``implicit_cue`` (bool), ``lesion_count``,
-    ``skin_type`` (1–6), ``split``, ``source`` (``"synthetic"``).
+    ``generator`` (``{"seed", "index", "image_size", "skin_types"}``: what the image is a function of, which
+    :func:`lesion_mask` redraws), ``skin_type`` (1–6), ``split``, ``source`` (``"synthetic"``). The lesion masks are
+    not held in the records (JSON could not carry them): :func:`lesion_mask` gives one, :func:`save` writes them.
     """
     try:
         skin_types = tuple(SKIN_TYPES) if skin_types is None else tuple(skin_types)
@@ -345,6 +390,175 @@ def generate(
         indices = track(indices, description="synthetic images", total=n)
     return [_record(int(seed), index, int(image_size), plan, float(label_noise),
                     tuple(int(t) for t in skin_types)) for index in indices]
+
+
+def _record_label(record: Mapping[str, Any]) -> str:
+    return f"record {describe(record.get('id'))}" if isinstance(record, Mapping) else "record"
+
+
+def _generator_of(record: Mapping[str, Any]) -> tuple[int, int, int, tuple[int, ...]]:
+    """``(seed, index, image_size, skin_types)`` of a synthetic record's ``generator`` field, or a ``ValueError``."""
+    generator = record.get("generator")
+    if not isinstance(generator, Mapping):
+        raise ValueError(f"{_record_label(record)}: no 'generator' field (not a record of skinflow.data.synthetic."
+                         f"generate, or one written before lesion masks existed; regenerate the set)")
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    seed, index, size = (generator.get(key) for key in ("seed", "index", "image_size"))
+    skin_types = generator.get("skin_types")
+    if (not (is_int(seed) and seed >= 0 and is_int(index) and index >= 0 and is_int(size) and size >= 56)
+            or not isinstance(skin_types, Sequence) or isinstance(skin_types, str) or not skin_types
+            or not all(is_int(t) and t in SKIN_TYPES for t in skin_types)):
+        raise ValueError(f"{_record_label(record)}: field 'generator' must be {{'seed': int >= 0, 'index': int >= 0, "
+                         f"'image_size': int >= 56, 'skin_types': [1-6, ...]}}, got {describe(generator)}")
+    return int(seed), int(index), int(size), tuple(int(t) for t in skin_types)
+
+
+def _record_pixels(record: Mapping[str, Any]) -> np.ndarray | None:
+    """The record's image ``(H, W, 3)`` uint8 (its ``image``, or the file ``image_path``), or ``None`` if it has none."""
+    image = record.get("image")
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    path = record.get("image_path")
+    if isinstance(path, str | os.PathLike) and str(path):
+        try:
+            with Image.open(path) as opened:
+                return np.asarray(opened.convert("RGB"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{_record_label(record)}: cannot read its image {str(path)!r} ({error})") from error
+    return None
+
+
+def lesion_mask(record: Mapping[str, Any], *, check_image: bool = True) -> np.ndarray:
+    """The lesion mask of a synthetic record: ``(image_size, image_size)`` bool, true on the lesions' pixels.
+
+    The record is redrawn from its ``generator`` field (seed, index, image size, skin types: what record ``index``
+    of :func:`generate` is a function of) by the code that drew its image, and the mask is the pixels the lesion
+    layer covers at least half (:data:`skinflow.data.synthetic_draw.LESION_MASK_OPACITY`): exactly the drawn
+    lesions, their soft edges cut at the nominal outline, never the surrounding halo. Deterministic; about 3 ms at
+    112 px.
+
+    Args:
+        record: a record of :func:`generate`, in memory (``image``) or loaded from JSONL (``image_path``).
+        check_image: check that the redrawn image equals the record's image pixel for pixel, so that the mask
+            belongs to that image (an edited image, or one drawn by another version of this module, is refused).
+
+    Raises ``ValueError`` naming the record: no or a malformed ``generator`` field, an image that cannot be read,
+    or (``check_image``) an image that is not the one the generator draws.
+    """
+    seed, index, size, skin_types = _generator_of(record)
+    rendering = _draw_record(seed, index, size, skin_types).rendering
+    if check_image:
+        pixels = _record_pixels(record)
+        if pixels is None:
+            raise ValueError(f"{_record_label(record)}: has no 'image' or 'image_path' to check the mask against")
+        if pixels.shape != rendering.pixels.shape or not np.array_equal(pixels, rendering.pixels):
+            raise ValueError(f"{_record_label(record)}: its image is not the one skinflow.data.synthetic draws for "
+                             f"{describe(record.get('generator'))} (edited, resized or drawn by another version), "
+                             "so its lesion mask is unknown")
+    return rendering.lesion
+
+
+def lesion_mask_file_name(record_id: str) -> str:
+    """The PNG name of a record's lesion mask: its image's name (:func:`skinflow.data.records.image_file_name`)
+    with ``.lesion.png`` for ``.png``, e.g. ``synthetic-0-000003.lesion.png``."""
+    return image_file_name(record_id).removesuffix(".png") + ".lesion.png"
+
+
+def _write_mask(mask: np.ndarray, path: Path) -> None:
+    """``mask`` (H, W) bool as an 8-bit greyscale PNG (255 = lesion, 0 elsewhere) at the new file ``path``, synced."""
+    with open(path, "xb") as file:
+        Image.fromarray(mask.astype(np.uint8) * 255).save(file, format="PNG")
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def save(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], image_dir: str | os.PathLike[str], *,
+         progress: bool = True) -> Path:
+    """Write synthetic records as JSONL with their PNG images and one PNG lesion mask each; a failure leaves nothing.
+
+    Args:
+        records: records of :func:`generate` (in memory, or loaded from JSONL); every one needs its ``generator``.
+        path: the JSONL file (its directory must exist).
+        image_dir: where the images (:func:`skinflow.data.records.save_jsonl`) and the masks go; created if missing.
+        progress: show progress bars.
+
+    Each record's mask (:func:`lesion_mask`, checked against its image) is written as ``image_dir /``
+    :func:`lesion_mask_file_name` (8-bit greyscale, 255 on lesion pixels, the image's size), and its line gets
+    ``lesion_mask_path``: the file name, relative to the image's directory (absolute when the record's image lies
+    elsewhere). The records are checked and every mask computed before anything is written; the masks go to a
+    hidden staging folder in ``image_dir`` and are moved in together, then :func:`save_jsonl` writes the images and
+    the JSONL atomically. On any failure the staging folder, the new masks and the folders this call created are
+    removed (an older mask of the same name that was replaced stays replaced). Returns ``path``.
+
+    Raises what :func:`save_jsonl` raises, and :class:`~skinflow.data.records.RecordError` listing every record whose
+    mask cannot be drawn (no ``generator``, an image that is not the generator's).
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"path: cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"path: {str(path)!r} is a directory, not a JSONL file")
+    if image_dir is None:
+        raise ValueError("image_dir is required: the lesion masks are written there")
+    if Path(image_dir).exists() and not Path(image_dir).is_dir():
+        raise NotADirectoryError(f"image_dir: {str(image_dir)!r} exists and is not a directory")
+    validate_records(records)
+    masks, errors = [], []
+    for record in track(records, description="lesion masks", total=len(records), disable=not progress,
+                        console=Console(stderr=True)):
+        try:
+            masks.append(lesion_mask(record))
+        except ValueError as error:
+            errors.append(str(error))
+    if errors:
+        raise RecordError(f"{len(errors)} of {len(records)} records have no lesion mask", errors)
+    root = Path(image_dir).resolve()
+    names = [lesion_mask_file_name(record["id"]) for record in records]
+    clashes = sorted(set(names) & {image_file_name(record["id"]) for record in records})
+    if clashes:
+        raise ValueError(f"lesion mask file names {clashes[:5]} are also image file names of other records")
+    saved = []
+    for record, name in zip(records, names):
+        image_parent = root if record.get("image") is not None else Path(record["image_path"]).resolve().parent
+        saved.append({**record, "lesion_mask_path": name if image_parent == root else str(root / name)})
+    created = [folder for folder in [*reversed(root.parents), root] if not folder.exists()]
+    moved: list[Path] = []
+    staging: Path | None = None
+    try:
+        if records:
+            root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=root, prefix=".synthetic-masks-", suffix=".tmp"))
+            for mask, name in zip(masks, names):
+                _write_mask(mask, staging / name)
+            mode = new_file_mode()
+            for name in names:
+                target = root / name
+                existed = target.exists()
+                os.chmod(staging / name, mode)
+                os.replace(staging / name, target)
+                if not existed:
+                    moved.append(target)
+            shutil.rmtree(staging, ignore_errors=True)
+            staging = None
+        return save_jsonl(saved, path, image_dir=root, progress=progress)
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging = None
+        for target in moved:
+            target.unlink(missing_ok=True)
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int, draw: ImageDraw.ImageDraw,

@@ -5,7 +5,8 @@ Every visible property is drawn at a scale the tiny default can see at 112 px wi
 scattered and linear layouts are geometrically distinct. Lengths are given in pixels at :data:`REFERENCE_SIZE` and
 scale with the image, except the implicit cue, whose period is fixed in pixels.
 
-Pure numpy on one ``(H, W, 3)`` float32 canvas per image; :func:`render` returns uint8. All randomness comes from the
+Pure numpy on one ``(H, W, 3)`` float32 canvas per image; :func:`render` returns uint8, :func:`draw` also the lesion
+mask (the pixels the lesion layer covers at least half) from the same pass. All randomness comes from the
 ``numpy.random.Generator`` passed in, so an image is a function of its generator's state.
 """
 
@@ -24,12 +25,15 @@ __all__ = [
     "IMPLICIT_AMPLITUDE",
     "IMPLICIT_PERIOD",
     "LESION_COLORS",
+    "LESION_MASK_OPACITY",
     "PIGMENT_DARKENING",
     "REFERENCE_SIZE",
     "SIZE_RADII",
     "SKIN_TONES",
     "Lesion",
     "Region",
+    "Rendering",
+    "draw",
     "fallback_layout",
     "implicit_pattern",
     "lesion_region",
@@ -85,6 +89,11 @@ grid and half a tiny-default patch, so every 8-px patch inside a lesion holds th
 
 IMPLICIT_AMPLITUDE = 0.5
 """Relative contrast of the implicit micro-grid (the lesion's brightness is multiplied by 1 ± this)."""
+
+LESION_MASK_OPACITY = 0.5
+"""A pixel is a lesion pixel (:attr:`Rendering.lesion`) when the lesion layer covers it at least this much: the
+lesion body is at least half of what the pixel shows. On a soft (ill-defined) edge this is the nominal outline
+(normalised distance 1); the surrounding halo (erythema, hyperpigmentation) is never lesion."""
 
 _MARGIN = 3.0
 _GROUPED_GAP = (1.0, 3.0)
@@ -583,6 +592,55 @@ def implicit_pattern(size: int) -> np.ndarray:
     return wave[:, None] * wave[None, :]
 
 
+@dataclass(frozen=True)
+class Rendering:
+    """One drawn image and where its lesions are.
+
+    pixels: the image ``(size, size, 3)`` uint8. lesion: the lesion mask ``(size, size)`` bool, the pixels whose
+    lesion-layer opacity (the very coverage the image is blended with, restricted to skin) is at least
+    :data:`LESION_MASK_OPACITY`. backdrop: ``(size, size, 3)`` uint8, the skin on its body site before the lesions
+    and their surroundings were drawn (what the image shows where no lesion and no halo is).
+    """
+
+    pixels: np.ndarray
+    lesion: np.ndarray
+    backdrop: np.ndarray
+
+
+def draw(
+    size: int,
+    skin_type: int,
+    attributes: Mapping[str, str],
+    lesions: Sequence[Lesion],
+    implicit_cue: bool,
+    rng: np.random.Generator,
+) -> Rendering:
+    """Draw one image and its lesion mask (arguments as :func:`render`, which returns ``draw(...).pixels``).
+
+    The mask is computed from the same lesion field the image is blended with, so it agrees with the image exactly,
+    and it consumes no randomness: ``rng`` ends in the same state as after :func:`render`.
+    """
+    if not lesions:
+        raise ValueError("lesions must not be empty")
+    canvas, skin = skin_canvas(size, skin_type, attributes["location"], rng)
+    backdrop = np.clip(canvas, 0, 255).astype(np.uint8)
+    field = _lesion_field(size, lesions, attributes["shape"], attributes["border"])
+    coverage = field.coverage * skin
+    _draw_surrounding(canvas, field, skin, attributes["surrounding"])
+    body = _lesion_color(attributes["color"], canvas)
+    body *= (_relief(field, attributes["lesion_type"], attributes["border"]) *
+             _texture(attributes["texture"], size, rng))[..., None]
+    if attributes["lesion_type"] == "pustule":
+        core = (1.0 - _smoothstep(0.25, 0.5, field.distance))[..., None]
+        body = body * (1 - core) + np.asarray((242, 226, 140), np.float32) * core
+    _draw_surface(body, field, attributes["surface"], size, rng)
+    if implicit_cue:
+        body *= (1.0 + IMPLICIT_AMPLITUDE * implicit_pattern(size))[..., None]
+    canvas = canvas * (1 - coverage[..., None]) + body * coverage[..., None]
+    return Rendering(pixels=np.clip(canvas, 0, 255).astype(np.uint8), lesion=coverage >= LESION_MASK_OPACITY,
+                     backdrop=backdrop)
+
+
 def render(
     size: int,
     skin_type: int,
@@ -603,22 +661,6 @@ def render(
             everything drawn in them (scales and crusts included).
         rng: the source of randomness.
 
-    Returns the image as a ``(size, size, 3)`` uint8 array.
+    Returns the image as a ``(size, size, 3)`` uint8 array (:func:`draw` also returns its lesion mask).
     """
-    if not lesions:
-        raise ValueError("lesions must not be empty")
-    canvas, skin = skin_canvas(size, skin_type, attributes["location"], rng)
-    field = _lesion_field(size, lesions, attributes["shape"], attributes["border"])
-    coverage = field.coverage * skin
-    _draw_surrounding(canvas, field, skin, attributes["surrounding"])
-    body = _lesion_color(attributes["color"], canvas)
-    body *= (_relief(field, attributes["lesion_type"], attributes["border"]) *
-             _texture(attributes["texture"], size, rng))[..., None]
-    if attributes["lesion_type"] == "pustule":
-        core = (1.0 - _smoothstep(0.25, 0.5, field.distance))[..., None]
-        body = body * (1 - core) + np.asarray((242, 226, 140), np.float32) * core
-    _draw_surface(body, field, attributes["surface"], size, rng)
-    if implicit_cue:
-        body *= (1.0 + IMPLICIT_AMPLITUDE * implicit_pattern(size))[..., None]
-    canvas = canvas * (1 - coverage[..., None]) + body * coverage[..., None]
-    return np.clip(canvas, 0, 255).astype(np.uint8)
+    return draw(size, skin_type, attributes, lesions, implicit_cue, rng).pixels

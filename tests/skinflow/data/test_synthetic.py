@@ -1,6 +1,7 @@
 """The synthetic dermatology set: determinism, captions, rules, drawing, splits, noise, validation, contact sheet."""
 
 import itertools
+import math
 import os
 from collections import Counter
 
@@ -343,3 +344,134 @@ def test_place_lesions_uses_the_fallback_and_refuses_impossible_geometry():
     assert all(lesion.radius == radii[0] for lesion in lesions)  # fallback lesions have the smallest radius
     with pytest.raises(ValueError, match="cannot place"):
         place_lesions((1, 1), (60.0, 70.0), 1.0, "localized", region, np.random.default_rng(0))
+
+
+# ---- lesion masks (issue 15, item 4): the exact pixels of the drawn lesions ----
+
+# area of an outline of nominal radius 1: round; oval (semi-axes 1.2, 0.65); annular ring (0.56-1.0 of the radius);
+# irregular (3rd and 5th harmonics of 0.22 and 0.14 on the radius: 1 + (0.22² + 0.14²) / 2)
+SHAPE_AREA = {"round": 1.0, "oval": 1.2 * 0.65, "annular": 1 - 0.56**2, "irregular": 1 + (0.22**2 + 0.14**2) / 2}
+
+
+def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+    grown = mask.copy()
+    for _ in range(steps):
+        step = grown.copy()
+        step[1:] |= grown[:-1]
+        step[:-1] |= grown[1:]
+        step[:, 1:] |= grown[:, :-1]
+        step[:, :-1] |= grown[:, 1:]
+        grown = step
+    return grown
+
+
+def _drawn(record):
+    generator = record["generator"]
+    return synthetic._draw_record(generator["seed"], generator["index"], generator["image_size"],
+                                  tuple(generator["skin_types"]))
+
+
+@pytest.mark.parametrize("size", [IMAGE_SIZE, 56])
+def test_lesion_masks_are_the_drawn_lesions(records, size):
+    """Inside the mask the lesion replaced the skin; outside it (beyond a 2-px antialiased edge) the image is the
+    bare backdrop wherever no halo is drawn; the mask's area is what the number, size and shape terms say."""
+    chosen = records[:120] if size == IMAGE_SIZE else generate(120, seed=5, image_size=size, progress=False)
+    plain_surroundings = 0
+    for record in chosen:
+        mask = synthetic.lesion_mask(record)
+        rendering = _drawn(record).rendering
+        assert mask.dtype == bool and mask.shape == (size, size) and np.array_equal(mask, rendering.lesion)
+        image = pixels(record).astype(int)
+        assert np.array_equal(image, rendering.pixels)
+        changed = np.abs(image - rendering.backdrop.astype(int)).max(axis=-1)
+        assert (changed[mask] >= 3).mean() >= 0.95, record["id"]
+        if record["caption"]["surrounding"] == "normal skin":
+            plain_surroundings += 1
+            assert not changed[~_dilate(mask, 2)].any(), record["id"]
+        caption, scale = record["caption"], size / IMAGE_SIZE
+        low, high = (math.pi * (radius * scale) ** 2 * SHAPE_AREA[caption["shape"]] for radius in SIZE_RADII[caption["size"]])
+        per_lesion = mask.sum() / record["lesion_count"]
+        assert 0.9 * low <= per_lesion <= 1.1 * high, (record["id"], per_lesion, low, high)
+    assert plain_surroundings >= 40
+
+
+def test_lesion_masks_are_deterministic_and_follow_the_record(records):
+    again = generate(30, seed=0, progress=False)
+    for first, second in zip(records[:30], again):
+        assert first["generator"] == second["generator"] == {"seed": 0, "index": int(first["id"][-6:]),
+                                                           "image_size": IMAGE_SIZE, "skin_types": [1, 2, 3, 4, 5, 6]}
+        assert np.array_equal(synthetic.lesion_mask(first), synthetic.lesion_mask(second))
+    assert not np.array_equal(synthetic.lesion_mask(records[0]), synthetic.lesion_mask(records[1]))
+    restricted = generate(3, seed=2, skin_types=[5], image_size=64, progress=False)
+    assert all(synthetic.lesion_mask(record).shape == (64, 64) for record in restricted)  # redrawn with its own types
+
+
+def test_lesion_mask_refuses_records_it_cannot_vouch_for(records):
+    record = records[0]
+    edited = record["image"].copy()
+    edited.putpixel((0, 0), (0, 0, 0) if edited.getpixel((0, 0)) != (0, 0, 0) else (1, 1, 1))
+    with pytest.raises(ValueError, match="synthetic-0-000000': its image is not the one"):
+        synthetic.lesion_mask({**record, "image": edited})
+    assert synthetic.lesion_mask({**record, "image": edited}, check_image=False).any()
+    with pytest.raises(ValueError, match="no 'generator' field"):
+        synthetic.lesion_mask(without_image(record) | {"generator": None, "image": record["image"]})
+    for bad in ({"seed": -1}, {"skin_types": []}, {"image_size": True}, {"index": "3"}):
+        with pytest.raises(ValueError, match="field 'generator' must be"):
+            synthetic.lesion_mask({**record, "generator": {**record["generator"], **bad}})
+
+
+def test_save_writes_one_mask_per_record_next_to_its_image(tmp_path):
+    from skinflow.data.records import RecordError, load_jsonl
+
+    chosen = generate(4, seed=3, progress=False)
+    path = synthetic.save(chosen, tmp_path / "set.jsonl", tmp_path / "images", progress=False)
+    names = sorted(os.listdir(tmp_path / "images"))
+    assert names == sorted([f"synthetic-3-00000{i}.png" for i in range(4)]
+                           + [f"synthetic-3-00000{i}.lesion.png" for i in range(4)])
+    loaded = load_jsonl(path, progress=False)
+    for record, original in zip(loaded, chosen):
+        assert record["lesion_mask_path"] == synthetic.lesion_mask_file_name(record["id"]) == f"{record['id']}.lesion.png"
+        with Image.open(tmp_path / "images" / record["lesion_mask_path"]) as mask:
+            assert mask.mode == "L" and mask.size == original["image"].size
+            values = np.asarray(mask)
+        assert set(np.unique(values)) <= {0, 255}
+        assert np.array_equal(values > 0, synthetic.lesion_mask(original))
+        assert np.array_equal(synthetic.lesion_mask(record), synthetic.lesion_mask(original))  # checked on the file
+    # re-saving loaded records elsewhere: the masks go to the new image_dir, named absolutely from the image
+    (tmp_path / "b").mkdir()
+    again = synthetic.save(loaded, tmp_path / "b" / "set.jsonl", tmp_path / "b" / "masks", progress=False)
+    moved = load_jsonl(again, progress=False)
+    assert [r["lesion_mask_path"] for r in moved] == [str((tmp_path / "b" / "masks" / n).resolve())
+                                                      for n in (synthetic.lesion_mask_file_name(r["id"]) for r in moved)]
+    # a deleted mask is caught when the JSONL is loaded, naming the line and the field
+    (tmp_path / "images" / "synthetic-3-000002.lesion.png").unlink()
+    with pytest.raises(RecordError, match=r"set.jsonl:3: field 'lesion_mask_path': lesion mask file not found"):
+        load_jsonl(path, progress=False)
+    assert len(load_jsonl(path, check_files=False, progress=False)) == 4
+
+
+def test_a_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
+    from skinflow.data.records import RecordError
+
+    chosen = generate(3, seed=4, progress=False)
+    with pytest.raises(RecordError, match="records have no lesion mask"):
+        synthetic.save([*chosen, {**chosen[0], "id": "other", "generator": None}], tmp_path / "set.jsonl",
+                       tmp_path / "new" / "images", progress=False)
+    assert sorted(os.listdir(tmp_path)) == []
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(synthetic, "save_jsonl", broken)  # fails after the masks were moved in
+    with pytest.raises(OSError, match="disk full"):
+        synthetic.save(chosen, tmp_path / "set.jsonl", tmp_path / "new" / "images", progress=False)
+    assert sorted(os.listdir(tmp_path)) == []
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "old.png").write_bytes(b"x")
+    with pytest.raises(OSError, match="disk full"):
+        synthetic.save(chosen, tmp_path / "set.jsonl", tmp_path / "kept", progress=False)
+    assert sorted(os.listdir(tmp_path / "kept")) == ["old.png"]
+    with pytest.raises(FileNotFoundError, match="path: cannot write"):
+        synthetic.save(chosen, tmp_path / "no" / "set.jsonl", tmp_path / "images", progress=False)
+    with pytest.raises(ValueError, match="lesion_mask_path"):
+        validate_records([{**chosen[0], "lesion_mask_path": 3}])
