@@ -79,6 +79,8 @@ class TrainConfig:
         "write DIR/checkpoint-N every this many steps (and always at the end)"))
     save_total_limit: int | None = field(default=None, metadata=_help("keep only the newest checkpoints; null: all"))
     logging_steps: int = field(default=1, metadata=_help("log metrics every this many steps"))
+    tensorboard: bool = field(default=True, metadata=_help(
+        "also write the logged metrics as TensorBoard event files into DIR/tensorboard (offline)"))
     dve: bool = field(default=True, metadata=_help(
         "use the Dynamic Vision Encoder; on a checkpoint without it, it is applied (and said so)"))
     dve_blocks: tuple[int, ...] | None = field(default=None, metadata=_help(
@@ -117,7 +119,7 @@ class TrainConfig:
             object.__setattr__(self, name, check_number(name, getattr(self, name), minimum=minimum, maximum=maximum))
         if self.learning_rate <= 0.0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        for name in ("bf16", "dve"):
+        for name in ("bf16", "dve", "tensorboard"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {describe(getattr(self, name))}")
         if self.dve_blocks is not None:

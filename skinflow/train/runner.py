@@ -4,19 +4,21 @@
 directory, every record and image), builds the TRL dataset (:func:`skinflow.data.export.to_trl_dataset`), the model
 (the tiny default or a checkpoint, the DVE applied when asked), the trainer with the rewards of
 :mod:`skinflow.rewards.trl`, trains, and writes the final model into the output directory (docs/training.md).
+
+What a run writes besides the trainer's checkpoints (run.json, metrics.jsonl, TensorBoard, the reference, the
+curves, the final model, the checkpoints' completion marks) is written by the main process only, so the same code
+runs unchanged under ``accelerate launch`` / ``torchrun`` (:mod:`skinflow.train.callbacks`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
-import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +26,17 @@ from typing import Any
 from skinflow.data.export import to_trl_dataset
 from skinflow.data.records import load_jsonl
 from skinflow.formats import format_caption, format_diagnoses
+from skinflow.train.checkpoints import COMPLETE_FILE, checkpoint_problem, checkpoints
 from skinflow.train.config import TrainConfig
-from skinflow.util import atomic_write, describe
+from skinflow.train.curves import CURVES_FILE
+from skinflow.util import atomic_write
 
-__all__ = ["METRICS_FILE", "REFERENCE_DIR", "RUN_FILE", "Prepared", "TrainResult", "last_checkpoint", "prepare", "run",
-           "train"]
+__all__ = ["COMPLETE_FILE", "CURVES_FILE", "METRICS_FILE", "REFERENCE_DIR", "RUN_FILE", "TENSORBOARD_DIR", "Prepared",
+           "TrainResult", "checkpoint_problem", "last_checkpoint", "prepare", "run", "train"]
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
 REFERENCE_DIR = "reference"
 """Where the tiny default's start weights go when GRPO needs a reference model (TRL loads it from a directory)."""
 _STAGING = ".final.tmp"
@@ -49,19 +54,32 @@ class TrainResult:
     log_history: list[dict[str, Any]]
     notes: tuple[str, ...]
     interrupted: bool = False
+    curves: Path | None = None
+    """``reward_curves.png`` (drawn from the metrics at the end; ``None`` on other processes or without a log)."""
+    world_size: int = 1
+    main_process: bool = True
+    """Whether this is the process that wrote the files (rank 0 of ``accelerate launch``; the only one otherwise)."""
 
 
-def last_checkpoint(out: str | os.PathLike[str]) -> Path | None:
-    """The ``checkpoint-N`` of ``out`` with the largest N that holds a ``trainer_state.json``, or ``None``."""
-    out = Path(out)
-    if not out.is_dir():
-        return None
-    found = []
-    for child in out.iterdir():
-        name = child.name
-        if name.startswith("checkpoint-") and name[11:].isdigit() and (child / "trainer_state.json").is_file():
-            found.append((int(name[11:]), child))
-    return max(found)[1] if found else None
+def last_checkpoint(out: str | os.PathLike[str], skipped: list[tuple[Path, str]] | None = None) -> Path | None:
+    """The complete ``checkpoint-N`` of ``out`` with the largest N (:func:`checkpoint_problem`), or ``None``.
+
+    Newer directories that are not complete are passed over; when ``skipped`` is given, ``(directory, what is
+    wrong)`` of each is appended to it.
+    """
+    for _, path in checkpoints(out):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        if skipped is not None:
+            skipped.append((path, problem))
+    return None
+
+
+def _main_process() -> bool:
+    """Whether this is the launcher's rank 0 (``RANK`` of torchrun / ``accelerate launch``), known before the
+    process group exists; a process started on its own is."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _note(notes: list[str], text: str, quiet: bool) -> None:
@@ -70,17 +88,23 @@ def _note(notes: list[str], text: str, quiet: bool) -> None:
         print(f"note: {text}", file=sys.stderr)
 
 
-def _check_out(config: TrainConfig, resume: bool) -> tuple[Path, Path | None]:
+def _check_out(config: TrainConfig, resume: bool, notes: list[str], quiet: bool) -> tuple[Path, Path | None]:
     out = Path(config.out)
     label = f"out {str(config.out)!r}"
     if out.exists() and not out.is_dir():
         raise ValueError(f"{label}: exists and is not a directory")
     if not out.exists() and not out.parent.is_dir():
         raise FileNotFoundError(f"{label}: parent directory {str(out.parent)!r} does not exist")
-    checkpoint = last_checkpoint(out)
+    skipped: list[tuple[Path, str]] = []
+    checkpoint = last_checkpoint(out, skipped)
     if resume:
         if checkpoint is None:
-            raise ValueError(f"{label}: --resume given, but it holds no checkpoint-N with trainer_state.json")
+            found = "; ".join(f"{path.name}: {problem}" for path, problem in skipped)
+            raise ValueError(f"{label}: --resume given, but it holds no checkpoint-N"
+                             + (f" that is complete ({found}; remove those or choose a new directory)" if found
+                                else ""))
+        for path, problem in skipped:
+            _note(notes, f"{path} is incomplete ({problem}); resuming from {checkpoint.name}", quiet)
         recorded = out / RUN_FILE
         if recorded.is_file():
             try:
@@ -90,9 +114,9 @@ def _check_out(config: TrainConfig, resume: bool) -> tuple[Path, Path | None]:
             if previous.get("stage") not in (None, config.stage):
                 raise ValueError(f"{label}: holds a {previous.get('stage')!r} run; cannot resume it as "
                                  f"{config.stage!r}")
-    elif checkpoint is not None:
-        raise ValueError(f"{label}: already holds {checkpoint.name}; pass --resume to continue that run or choose "
-                         "a new directory")
+    elif checkpoints(out):
+        raise ValueError(f"{label}: already holds {checkpoints(out)[0][1].name}; pass --resume to continue that run "
+                         "or choose a new directory")
     return out, checkpoint
 
 
@@ -158,13 +182,19 @@ def _load_model(config: TrainConfig, notes: list[str], quiet: bool):
     return model.train(), processor
 
 
-def _resumed_model(config: TrainConfig, checkpoint: Path, out: Path, notes: list[str], quiet: bool):
-    """``(model, processor)`` to resume from ``checkpoint``: its weights, loaded by :func:`load_pretrained`.
+ReferenceSource = Callable[[], tuple[Any, Any]]
+"""Builds ``(model, processor)`` of the start weights, for a reference directory that is still to be written."""
+
+
+def _resumed_model(config: TrainConfig, checkpoint: Path, notes: list[str], quiet: bool):
+    """``(model, processor, reference source)`` to resume from ``checkpoint``: its weights, loaded by
+    :func:`load_pretrained`.
 
     The trainer's own resume reads ``model.safetensors`` with the model's runtime key names, but transformers 5
     saves Qwen2.5-VL checkpoints in the original layout (``visual.*``, ``model.layers.*``), so its load matches no
     key and would leave the start weights in place; the weights are therefore loaded here (the trainer then restores
-    the optimizer, scheduler, RNG and data position). The reference model stays the start model.
+    the optimizer, scheduler, RNG and data position). The reference model stays the start model: the start
+    directory, or for the tiny default ``DIR/reference`` (rebuilt from the seed only if it is missing).
     """
     import torch
 
@@ -172,17 +202,17 @@ def _resumed_model(config: TrainConfig, checkpoint: Path, out: Path, notes: list
     from skinflow.model.processor import load_processor
 
     if config.model is None:
-        start, processor = _load_model(config, [], quiet=True)
-        reference = str(_reference_dir(start, processor, out)) if config.stage != "sft" and config.beta > 0 else ""
-        del start
+        from skinflow.model.tiny import build_processor
+
+        processor = build_processor()  # the tiny default's, as _load_model builds it
+        source: ReferenceSource | None = lambda: _load_model(config, [], quiet=True)  # noqa: E731
+        _note(notes, "no model given; resuming the embedded tiny default", quiet)
     else:
         processor = load_processor(config.model, config=check_checkpoint(config.model, name="model"), name="model")
-        reference = str(config.model)
+        source = None
     model = load_pretrained(checkpoint, name="checkpoint", dtype=torch.float32)
-    model.config._name_or_path = reference
-    if config.model is None:
-        _note(notes, "no model given; resuming the embedded tiny default", quiet)
-    return model.train(), processor
+    model.config._name_or_path = str(config.model) if config.model is not None else ""
+    return model.train(), processor, source
 
 
 @contextlib.contextmanager
@@ -206,6 +236,19 @@ def _quiet_resume_warnings() -> Iterator[None]:
         logger.removeFilter(drop)
 
 
+@contextlib.contextmanager
+def _transformers_bars(enabled: bool) -> Iterator[None]:
+    """transformers' own progress bars (loading and writing weights) on only when ``enabled``."""
+    from transformers.utils import logging
+
+    before = logging.is_progress_bar_enabled()
+    (logging.enable_progress_bar if enabled else logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (logging.enable_progress_bar if before else logging.disable_progress_bar)()
+
+
 def _reward(config: TrainConfig):
     from skinflow.rewards.config import configs_from_mapping
     from skinflow.rewards.trl import make_caption_reward, make_diagnosis_reward
@@ -214,7 +257,7 @@ def _reward(config: TrainConfig):
     return make_caption_reward(caption) if config.stage == "caption" else make_diagnosis_reward(diagnosis)
 
 
-def _common_args(config: TrainConfig, progress: bool) -> dict[str, Any]:
+def _common_args(config: TrainConfig) -> dict[str, Any]:
     import torch
 
     return {
@@ -234,108 +277,73 @@ def _common_args(config: TrainConfig, progress: bool) -> dict[str, Any]:
         "use_cpu": not torch.cuda.is_available(),
         "save_strategy": "steps",
         "save_steps": config.save_steps,
-        "save_total_limit": config.save_total_limit,
+        "save_total_limit": None,  # applied by CompleteCheckpoints, after the new checkpoint is complete
         "logging_steps": config.logging_steps,
-        "report_to": [],
-        "disable_tqdm": not progress,
+        "report_to": [],  # TensorBoard: our TensorBoardCallback into DIR/tensorboard (_callbacks)
+        "disable_tqdm": True,  # the bar is ProgressBar's (HF's prints every log as a line)
         "dataloader_num_workers": 0,
     }
 
 
-def _callbacks(metrics: Path, interrupt: _Interrupt):
-    from transformers import TrainerCallback
+def _callbacks(config: TrainConfig, out: Path, interrupt, progress: bool) -> list[Any]:
+    """The callbacks of a run (:mod:`skinflow.train.callbacks`), TensorBoard's when it is on."""
+    from skinflow.train.callbacks import CompleteCheckpoints, MetricsLog, ProgressBar, StopOnInterrupt
 
-    class MetricsLog(TrainerCallback):
-        """Appends every log entry of the trainer (loss, rewards, KL, ...) to metrics.jsonl, with its step."""
+    callbacks = [MetricsLog(out / METRICS_FILE), StopOnInterrupt(interrupt),
+                 CompleteCheckpoints(out, config.save_total_limit)]
+    if progress:
+        callbacks.append(ProgressBar(config.stage))
+    if config.tensorboard:
+        from transformers.integrations import TensorBoardCallback
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and state.is_world_process_zero:
-                entry = {"step": state.global_step, "time": round(time.time(), 3)}
-                entry.update({key: _plain(value) for key, value in logs.items()})
-                with open(metrics, "a", encoding="utf-8") as file:
-                    file.write(json.dumps(entry, allow_nan=False) + "\n")
-
-    class StopOnInterrupt(TrainerCallback):
-        """After a SIGINT, the step in flight ends, a checkpoint is saved and training stops."""
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if interrupt.received:
-                control.should_save = True
-                control.should_training_stop = True
-            return control
-
-    return [MetricsLog(), StopOnInterrupt()]
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, (int, float, str, bool)) or value is None:
-        return value
-    try:
-        number = float(value)  # tensors and numpy scalars
-    except (TypeError, ValueError):
-        return describe(value)
-    return number if math.isfinite(number) else str(number)
-
-
-class _Interrupt:
-    """A SIGINT handler for the training loop: the first Ctrl-C asks for a checkpoint and a clean stop, a second
-    one interrupts at once."""
-
-    def __init__(self) -> None:
-        self.received = False
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self.received:
-                raise KeyboardInterrupt
-            self.received = True
-            print("\nnote: interrupted; finishing this step and saving a checkpoint (Ctrl-C again to abort)",
-                  file=sys.stderr)
-
-        previous = signal.signal(signal.SIGINT, handler)
         try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
+            tensorboard = TensorBoardCallback()
+        except (RuntimeError, ImportError) as error:
+            raise ValueError("tensorboard: true needs the tensorboard package (pip install tensorboard); "
+                             "or set tensorboard: false") from error
+        tensorboard.logging_dir = str(out / TENSORBOARD_DIR)  # rather than HF's default DIR/runs/<time>_<host>
+        callbacks.append(tensorboard)
+    return callbacks
 
 
-def _reference_dir(model, processor, out: Path) -> Path:
-    """A directory holding the start weights (TRL builds the GRPO reference model by loading one)."""
+def _write_reference(source: ReferenceSource, reference: Path) -> None:
+    """The start weights and processor into ``reference``, staged and moved in whole."""
+    model, processor = source()
+    staging = reference.parent / f".{reference.name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    shutil.rmtree(reference, ignore_errors=True)
+    os.replace(staging, reference)
+
+
+def _shared_reference(args, source: ReferenceSource, out: Path) -> Path:
+    """``DIR/reference`` holding the start weights (TRL builds the GRPO reference model by loading a directory):
+    written once by the main process while the others wait, then seen by all."""
     reference = out / REFERENCE_DIR
+    with args.main_process_first(local=False, desc="the reference model"):
+        if args.should_save and not (reference / "config.json").is_file():
+            _write_reference(source, reference)
     if not (reference / "config.json").is_file():
-        staging = out / f".{REFERENCE_DIR}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        shutil.rmtree(reference, ignore_errors=True)
-        os.replace(staging, reference)
+        raise RuntimeError(f"{reference}: the reference model written by the main process is not visible to "
+                           f"process {args.process_index} (the output directory must be shared by all processes)")
     return reference
 
 
-def _trainer(config: TrainConfig, model, processor, dataset, out: Path, progress: bool):
+def _trainer(config: TrainConfig, model, processor, dataset, out: Path, source: ReferenceSource | None):
     import trl
 
-    common = _common_args(config, progress)
+    common = _common_args(config)
     if config.stage == "sft":
         args = trl.SFTConfig(**common, max_length=None, completion_only_loss=True)
         return trl.SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor), None
-    start = str(getattr(model.config, "_name_or_path", "") or "")
-    if config.beta > 0 and not (start and Path(start).is_dir()):
-        model.config._name_or_path = str(_reference_dir(model, processor, out))
     args = trl.GRPOConfig(
         **common, num_generations=config.num_generations, max_completion_length=config.max_new_tokens,
         beta=config.beta, epsilon=config.epsilon, temperature=config.temperature, loss_type=config.loss_type,
         scale_rewards="group",
     )
+    if config.beta > 0 and source is not None:
+        model.config._name_or_path = str(_shared_reference(args, source, out))
     reward = _reward(config)
     trainer = trl.GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
                               processing_class=processor)
@@ -354,13 +362,15 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _write_run(out: Path, config: TrainConfig, reward, model, notes: list[str], resume_from: Path | None) -> None:
+def _write_run(out: Path, config: TrainConfig, reward, model, notes: list[str], resume_from: Path | None,
+               world_size: int) -> None:
     previous: list[Any] = []
     if (out / RUN_FILE).is_file():
         with contextlib.suppress(ValueError, AttributeError):
             previous = json.loads((out / RUN_FILE).read_text(encoding="utf-8")).get("history", [])
     entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "resumed_from": resume_from.name if resume_from else None, "max_steps": config.max_steps}
+             "resumed_from": resume_from.name if resume_from else None, "max_steps": config.max_steps,
+             "world_size": world_size}
     record = {
         "config": config.to_json(),
         "reward": None if reward is None else {"name": reward.__name__, "config": reward.config.to_json()},
@@ -375,18 +385,22 @@ def _write_run(out: Path, config: TrainConfig, reward, model, notes: list[str], 
 
 def _save_final(trainer, out: Path) -> None:
     """The final model (safetensors, config with the DVE settings, processor) into ``out``; config.json is moved
-    in last, so an interrupted save never leaves a directory that looks like a complete checkpoint."""
+    in last, so an interrupted save never leaves a directory that looks like a complete checkpoint. Every process
+    takes part in the trainer's save (it gathers shards under FSDP/DeepSpeed); the main process writes and moves."""
     staging = out / _STAGING
-    shutil.rmtree(staging, ignore_errors=True)
+    main = trainer.is_world_process_zero()
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
     trainer.save_model(str(staging))
-    (out / "config.json").unlink(missing_ok=True)
-    names = sorted(path.name for path in staging.iterdir())
-    for name in [n for n in names if n != "config.json"] + ["config.json"]:
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(staging / name, target)
-    staging.rmdir()
+    if main:
+        (out / "config.json").unlink(missing_ok=True)
+        names = sorted(path.name for path in staging.iterdir())
+        for name in [n for n in names if n != "config.json"] + ["config.json"]:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(staging / name, target)
+        staging.rmdir()
 
 
 @dataclass
@@ -400,6 +414,10 @@ class Prepared:
     reward: Any
     notes: list[str]
     quiet: bool
+    callbacks: list[Any]
+    """Added to the trainer by :func:`train` (metrics, checkpoint marks, progress bar, TensorBoard)."""
+    interrupt: Any
+    progress: bool = False
 
 
 def prepare(config: TrainConfig, *, resume: bool = False, progress: bool | None = None,
@@ -417,8 +435,10 @@ def prepare(config: TrainConfig, *, resume: bool = False, progress: bool | None 
         from skinflow.util import stderr_is_terminal
 
         progress = stderr_is_terminal()
-    out, checkpoint = _check_out(config, resume)
+    main = _main_process()
+    progress, quiet = progress and main, quiet or not main  # one bar and one set of notes, from rank 0
     notes: list[str] = []
+    out, checkpoint = _check_out(config, resume, notes, quiet)
     if config.model is not None:
         from skinflow.model.dve import check_checkpoint
 
@@ -426,33 +446,52 @@ def prepare(config: TrainConfig, *, resume: bool = False, progress: bool | None 
     records = _records(config, progress)
     dataset = build_dataset(records, config, progress)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from skinflow.train.callbacks import Interrupt
+
+    interrupt = Interrupt(quiet=quiet)
+    callbacks = _callbacks(config, out, interrupt, progress)
     if checkpoint is None:
         model, processor = _load_model(config, notes, quiet)
+        source = (lambda: (model, processor)) if config.model is None else None  # the start weights, untrained yet
     else:
-        model, processor = _resumed_model(config, checkpoint, out, notes, quiet)
+        model, processor, source = _resumed_model(config, checkpoint, notes, quiet)
     out.mkdir(exist_ok=True)
-    trainer, reward = _trainer(config, model, processor, dataset, out, progress)
-    return Prepared(config, out, checkpoint, trainer, reward, notes, quiet)
+    with _transformers_bars(progress):
+        trainer, reward = _trainer(config, model, processor, dataset, out, source)
+    return Prepared(config, out, checkpoint, trainer, reward, notes, quiet, callbacks, interrupt, progress)
 
 
 def train(prepared: Prepared) -> TrainResult:
-    """Train a run built by :func:`prepare` and write the final model; see :func:`run`."""
+    """Train a run built by :func:`prepare` and write the final model and the curves; see :func:`run`."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from skinflow.train.curves import plot_curves
+
     config, out, checkpoint, trainer, notes, quiet = (prepared.config, prepared.out, prepared.checkpoint,
                                                       prepared.trainer, prepared.notes, prepared.quiet)
     metrics = out / METRICS_FILE
-    interrupt = _Interrupt()
-    for callback in _callbacks(metrics, interrupt):
+    for callback in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(callback)
+    for callback in prepared.callbacks:
         trainer.add_callback(callback)
+    main, world_size = trainer.is_world_process_zero(), trainer.args.world_size
     if checkpoint is not None:
         _note(notes, f"resuming from {checkpoint}", quiet)
-    _write_run(out, config, prepared.reward, trainer.model, notes, checkpoint)
-    with interrupt.installed(), _quiet_resume_warnings():
+    if main:
+        for step, path in checkpoints(out):
+            if checkpoint is None or step > int(checkpoint.name[11:]):
+                (path / COMPLETE_FILE).unlink(missing_ok=True)  # incomplete (skipped): it will be written again
+        _write_run(out, config, prepared.reward, trainer.model, notes, checkpoint, world_size)
+    with prepared.interrupt.installed(), _quiet_resume_warnings(), _transformers_bars(prepared.progress):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
-    _save_final(trainer, out)
-    final = last_checkpoint(out)
-    return TrainResult(out=out, global_step=trainer.state.global_step, checkpoint=final, metrics=metrics,
-                       log_history=list(trainer.state.log_history), notes=tuple(notes),
-                       interrupted=interrupt.received)
+        _save_final(trainer, out)
+    curves = None
+    if main and metrics.is_file():
+        curves = plot_curves(metrics, out / CURVES_FILE, title=f"{config.stage}: {out.name}")
+    trainer.accelerator.wait_for_everyone()  # every process returns once the files are written
+    return TrainResult(out=out, global_step=trainer.state.global_step, checkpoint=last_checkpoint(out),
+                       metrics=metrics, log_history=list(trainer.state.log_history), notes=tuple(notes),
+                       interrupted=prepared.interrupt.received, curves=curves, world_size=world_size, main_process=main)
 
 
 def run(config: TrainConfig, *, resume: bool = False, progress: bool | None = None,
@@ -463,7 +502,8 @@ def run(config: TrainConfig, *, resume: bool = False, progress: bool | None = No
         config: the run's settings; ``data`` and ``out`` are required.
         resume: continue from the last ``checkpoint-N`` of ``out`` (optimizer, scheduler, RNG and data position),
             also after a finished run with a larger ``max_steps``.
-        progress: show the trainer's progress bar (default: when stderr is a terminal).
+        progress: show a progress bar of the steps with the latest reward, loss and KL (default: when stderr is a
+            terminal; only on the main process).
         quiet: print no notes on stderr (they are still in the result and run.json).
 
     Returns a :class:`TrainResult`. A first SIGINT ends the step in flight, saves a checkpoint and returns
