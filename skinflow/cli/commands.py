@@ -1,12 +1,15 @@
 """The ``skinflow`` command line.
 
 - ``skinflow diagnose IMAGE... [--model DIR] [--k 6] [--json]``: caption and ranked diagnoses per image;
-- ``skinflow synthetic N --out DIR [--seed S] [--label-noise P]``: the synthetic set as JSONL + PNGs + contact sheet;
+- ``skinflow synthetic N --out DIR [--seed S] [--label-noise P]``: the synthetic set as JSONL + PNGs + lesion masks
+  + contact sheet;
 - ``skinflow export JSONL OUT --stage caption|diagnosis [--format verl|trl] [--split S]``: training files;
 - ``skinflow predict --data JSONL --out PREDICTIONS [--model DIR] [--split S] [--k 6] [--batch-size 8]``: the
   predictions file of a model over a data set (resumable; docs/evaluation.md);
 - ``skinflow train sft|caption|diagnosis --data JSONL --out DIR [--model DIR] [--config YAML] [--max-steps N]
   [--resume] [--dve/--no-dve]``: one training stage on TRL (docs/training.md);
+- ``skinflow demo --out DIR [--config YAML] [--arm full]`` and ``skinflow ablate --out DIR [--seeds 0,1,2]``: the
+  whole pipeline on the embedded default, and the paper's ablation on it (docs/demo.md);
 - ``skinflow evaluate PREDICTIONS --out DIR [--bootstrap 1000] [--seed 0]``: report.json, report.md and plots;
   ``skinflow evaluate --data JSONL [--model DIR] --out DIR``: both steps (predictions in DIR/predictions.jsonl).
 
@@ -254,6 +257,24 @@ def _parser() -> argparse.ArgumentParser:
                        help="DVE projections among qkv, proj, gate_proj, up_proj, down_proj")
     train.add_argument("--num-bases", type=positive_int, default=None, metavar="K", help="DVE frequency bases K")
     train.add_argument("--seed", type=seed_int, default=None, help="seed of the run (default: the recipe's, else 0)")
+
+    demo = commands.add_parser("demo", help="the whole pipeline on the embedded default: data, warm start, Stage I, "
+                                            "Stage II, evaluation (docs/demo.md)")
+    demo.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (finished stages are reused)")
+    demo.add_argument("--config", type=Path, default=Path("recipes/demo.yaml"), metavar="YAML",
+                      help="pipeline recipe (default recipes/demo.yaml)")
+    demo.add_argument("--arm", choices=("full", "stage1+2", "stage2-only", "dve-no-stage1"), default="full",
+                      help="which ablation arm to run (default full)")
+    demo.add_argument("--seed", type=seed_int, default=None, help="model seed (default: the recipe's)")
+
+    ablate = commands.add_parser("ablate", help="train and evaluate the paper's ablation arms over seeds "
+                                                "(resumable; docs/demo.md)")
+    ablate.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (finished stages are reused)")
+    ablate.add_argument("--config", type=Path, default=Path("recipes/demo.yaml"), metavar="YAML",
+                        help="pipeline recipe (default recipes/demo.yaml)")
+    ablate.add_argument("--seeds", type=_int_list, default=[0, 1, 2], metavar="S,S,...", help="model seeds (default 0,1,2)")
+    ablate.add_argument("--arms", type=_name_list, default=None, metavar="ARM,...",
+                        help="arms (default all: stage2-only, stage1+2, full, dve-no-stage1)")
     return parser
 
 
@@ -302,8 +323,7 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def _synthetic(args: argparse.Namespace) -> int:
-    from skinflow.data.records import save_jsonl
-    from skinflow.data.synthetic import contact_sheet, generate
+    from skinflow.data.synthetic import contact_sheet, generate, save
 
     with user_input():
         if args.out.exists() and not args.out.is_dir():
@@ -312,7 +332,7 @@ def _synthetic(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)  # before the work: a bad --out fails at once
         try:
             records = generate(args.n, seed=args.seed, label_noise=args.label_noise, progress=_progress())
-            path = save_jsonl(records, args.out / "synthetic.jsonl", image_dir=args.out / "images", progress=_progress())
+            path = save(records, args.out / "synthetic.jsonl", image_dir=args.out / "images", progress=_progress())
             if records:
                 contact_sheet(records[:32], args.out / "contact_sheet.png")
         except BaseException:
@@ -507,13 +527,39 @@ def _train(args: argparse.Namespace) -> int:
             config = TrainConfig.from_mapping({k: v for k, v in overrides.items() if v is not None}, "arguments")
         prepared = prepare(config, resume=args.resume, progress=_progress())
     result = train(prepared)
-    resumable = f" (resume from {_shown(str(result.checkpoint))})" if result.checkpoint else ""
-    print(f"{args.stage}: {'interrupted' if result.interrupted else 'trained'} to step {result.global_step}; "
-          f"model in {_shown(str(result.out))}{resumable}")
-    return 130 if result.interrupted else 0
+    if result.main_process:  # one line per run, also under accelerate launch
+        extras = [f"resume from {_shown(str(result.checkpoint))}"] if result.checkpoint else []
+        extras += [f"curves in {_shown(str(result.curves))}"] if result.curves else []
+        print(f"{args.stage}: {'interrupted' if result.interrupted else 'trained'} to step {result.global_step}; "
+              f"model in {_shown(str(result.out))}" + (f" ({'; '.join(extras)})" if extras else ""))
+    # under a launcher only rank 0 reports the interruption: a worker's non-zero status makes the launcher stop
+    # the others at once, and rank 0 may still be writing the final model
+    return 130 if result.interrupted and result.main_process else 0
 
 
 COMMANDS["train"] = _train
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from skinflow.experiments.pipeline import load_pipeline_config, run_pipeline
+
+    with user_input():
+        config = load_pipeline_config(args.config, seed=args.seed)
+        run_pipeline(config, args.out, arm=args.arm)
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from skinflow.experiments.pipeline import load_pipeline_config, run_ablation
+
+    with user_input():
+        config = load_pipeline_config(args.config)
+        run_ablation(config, args.out, args.seeds, arms=args.arms)
+    return 0
+
+
+COMMANDS["demo"] = _demo
+COMMANDS["ablate"] = _ablate
 
 
 def main(argv: Sequence[str] | None = None) -> int:

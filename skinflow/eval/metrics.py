@@ -405,7 +405,8 @@ def compute_metrics(rows: Sequence[Mapping[str, Any]], settings: EvalSettings | 
     """Every metric of the evaluation from the rows of a predictions file (checked first, see :func:`check_rows`).
 
     Returns a JSON-serialisable dict with the §3b keys (``n``, ``k``, ``topk``, ``safety``, ``by_skin_type``,
-    ``settings``) and ``reward`` (mean Stage II reward), ``unparseable``, ``skin_type_gap``, ``worst_group``,
+    ``settings``) and ``overall`` (Top-1 and Top-K at the synonym level with bootstrap intervals), ``reward`` (mean
+    Stage II reward), ``unparseable``, ``skin_type_gap``, ``worst_group``,
     ``caption`` (Stage I), ``confusion`` (9-way, truth rows vs first-candidate columns plus ``"none"``) and
     ``splits`` (rows per split). Fractions are in [0, 1]; a value over no cases is ``None`` (null).
     """
@@ -425,6 +426,9 @@ def compute_metrics(rows: Sequence[Mapping[str, Any]], settings: EvalSettings | 
         "overcall": _rate(sum(case.first_malignant for case in others), len(others)),
     }
     by_type = _by_skin_type(cases, k, settings)
+    overall = {"n": n, "level": "synonym",
+               "top1": _estimate([_hit(case, "synonym", 1) for case in cases], settings, "all/top1"),
+               "topk": _estimate([_hit(case, "synonym", k) for case in cases], settings, "all/topk")}
     columns = [*NINE_GROUPS, CONFUSION_NONE]
     matrix = [[0] * len(columns) for _ in NINE_GROUPS]
     for case in cases:
@@ -437,6 +441,7 @@ def compute_metrics(rows: Sequence[Mapping[str, Any]], settings: EvalSettings | 
         "n": n,
         "k": k,
         "topk": topk,
+        "overall": overall,
         "safety": safety,
         "by_skin_type": by_type,
         "settings": {

@@ -1,13 +1,17 @@
 """`skinflow synthetic` and `skinflow export`: the data commands end to end."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from skinflow.cli import commands as cli
 from skinflow.data.export import validate_verl_parquet
 from skinflow.data.records import load_jsonl
+from skinflow.data.synthetic import lesion_mask
 
 
 def test_synthetic_then_export_to_verl_and_trl(tmp_path, capsys):
@@ -16,6 +20,9 @@ def test_synthetic_then_export_to_verl_and_trl(tmp_path, capsys):
     records = load_jsonl(out / "synthetic.jsonl")
     assert len(records) == 24 and (out / "contact_sheet.png").is_file()
     assert all((out / "images").is_dir() and r["source"] == "synthetic" for r in records)
+    for record in records[:3]:  # the command writes every record's lesion mask, the mask of its image
+        mask = np.asarray(Image.open(Path(record["image_path"]).parent / record["lesion_mask_path"])) > 0
+        assert np.array_equal(mask, lesion_mask(record))
 
     parquet = tmp_path / "train.parquet"
     assert cli.main(["export", str(out / "synthetic.jsonl"), str(parquet), "--stage", "diagnosis",

@@ -51,6 +51,15 @@ def test_levels_and_ranks_by_hand():
     assert m["topk"]["group3"] == [0.75, 0.75, 1.0]
     # linear rank weights (K - r + 1) / K with K = 3, synonym level: 2/3, 1, 0, 1/3
     assert m["reward"]["mean"] == pytest.approx((2 / 3 + 1 + 0 + 1 / 3) / 4)
+    assert m["overall"] == {"n": 4, "level": "synonym", "top1": {"value": 0.25, "ci": None},
+                            "topk": {"value": 0.75, "ci": None}}
+
+
+def test_overall_interval_brackets_the_value():
+    rows = [row("psoriasis", "1. psoriasis" if i % 3 else "1. eczema") for i in range(30)]
+    overall = compute_metrics(rows, EvalSettings(bootstrap=200, k=1))["overall"]
+    low, high = overall["top1"]["ci"]
+    assert overall["top1"]["value"] == pytest.approx(20 / 30) and low < 20 / 30 < high and 0 <= low and high <= 1
 
 
 def test_repeated_candidates_and_synonym_restatements_are_dropped():
