@@ -11,8 +11,9 @@ from tests import REPO
 
 PACKAGE = REPO / "skinflow"
 LAYERS = {"formats": 1, "taxonomy": 1, "targets": 1, "util": 1, "data": 2, "model": 3, "rewards": 4, "train": 4,
-          "eval": 4, "analysis": 4, "experiments": 4, "cli": 5}
-PURE = ("skinflow", "skinflow.formats", "skinflow.taxonomy", "skinflow.targets", "skinflow.util", "skinflow.rewards")
+          "eval": 4, "analysis": 4, "experiments": 4, "verl": 4, "cli": 5}
+PURE = ("skinflow", "skinflow.formats", "skinflow.taxonomy", "skinflow.targets", "skinflow.util", "skinflow.rewards",
+        "skinflow.verl")
 HEAVY = ("torch", "transformers", "PIL", "numpy", "rich")
 
 
