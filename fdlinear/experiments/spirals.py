@@ -29,7 +29,7 @@ from fdlinear import FDLinear
 DATASETS = ("two_spirals", "circles")
 MODELS = ("fdlinear", "linear_same_width", "linear_param_matched")
 DEFAULT_OUT = Path("runs/spirals")
-"""Where ``python -m fdlinear.experiments.spirals`` and ``make demo`` write by default: an untracked folder (runs/ is
+"""Where ``python -m fdlinear.experiments.spirals`` and ``make spirals`` write by default: an untracked folder (runs/ is
 in .gitignore). The figures of the docs are regenerated with ``--out docs/figures/spirals``."""
 
 

@@ -261,8 +261,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole pipeline on the embedded default: data, warm start, Stage I, "
                                             "Stage II, evaluation (docs/demo.md)")
     demo.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (finished stages are reused)")
-    demo.add_argument("--config", type=Path, default=Path("recipes/demo.yaml"), metavar="YAML",
-                      help="pipeline recipe (default recipes/demo.yaml)")
+    demo.add_argument("--config", type=Path, default=Path("recipes/pipeline/demo.yaml"), metavar="YAML",
+                      help="pipeline recipe (default recipes/pipeline/demo.yaml)")
     demo.add_argument("--arm", choices=("full", "stage1+2", "stage2-only", "dve-no-stage1"), default="full",
                       help="which ablation arm to run (default full)")
     demo.add_argument("--seed", type=seed_int, default=None, help="model seed (default: the recipe's)")
@@ -270,8 +270,8 @@ def _parser() -> argparse.ArgumentParser:
     ablate = commands.add_parser("ablate", help="train and evaluate the paper's ablation arms over seeds "
                                                 "(resumable; docs/demo.md)")
     ablate.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (finished stages are reused)")
-    ablate.add_argument("--config", type=Path, default=Path("recipes/demo.yaml"), metavar="YAML",
-                        help="pipeline recipe (default recipes/demo.yaml)")
+    ablate.add_argument("--config", type=Path, default=Path("recipes/pipeline/demo.yaml"), metavar="YAML",
+                        help="pipeline recipe (default recipes/pipeline/demo.yaml)")
     ablate.add_argument("--seeds", type=_int_list, default=[0, 1, 2], metavar="S,S,...", help="model seeds (default 0,1,2)")
     ablate.add_argument("--arms", type=_name_list, default=None, metavar="ARM,...",
                         help="arms (default all: stage2-only, stage1+2, full, dve-no-stage1)")

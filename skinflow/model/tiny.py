@@ -81,8 +81,12 @@ CHAT_TEMPLATE = (
 ``<|vision_start|><|image_pad|><|vision_end|>`` per image part, and the assistant header as generation prompt."""
 
 
-def vision_config() -> dict:
-    """Keyword arguments of the tiny vision tower (a ``Qwen2_5_VLVisionConfig``)."""
+def vision_config(image_size: int = IMAGE_SIZE) -> dict:
+    """Keyword arguments of the tiny vision tower (a ``Qwen2_5_VLVisionConfig``) for ``image_size`` px images.
+
+    The attention window is the whole image: with 8-px patches a window of Qwen2.5-VL's default share would hold
+    a few tokens, and transformers runs every window as its own attention call, which costs more than the
+    attention itself on a CPU."""
     return dict(
         depth=4,
         hidden_size=64,
@@ -92,7 +96,7 @@ def vision_config() -> dict:
         patch_size=PATCH_SIZE,
         spatial_merge_size=SPATIAL_MERGE_SIZE,
         temporal_patch_size=TEMPORAL_PATCH_SIZE,
-        window_size=4 * PATCH_SIZE * SPATIAL_MERGE_SIZE,
+        window_size=image_size,
         fullatt_block_indexes=[1, 3],
     )
 
@@ -161,9 +165,9 @@ def build_tokenizer(vocab_size: int = VOCAB_SIZE) -> Qwen2Tokenizer:
     return tokenizer
 
 
-def build_image_processor() -> Qwen2VLImageProcessorPil:
-    """The image processor of the tiny default: Qwen2-VL's (PIL backend), images resized to about IMAGE_SIZE²."""
-    pixels = IMAGE_SIZE * IMAGE_SIZE
+def build_image_processor(image_size: int = IMAGE_SIZE) -> Qwen2VLImageProcessorPil:
+    """The image processor of the tiny default: Qwen2-VL's (PIL backend), images resized to about image_size²."""
+    pixels = image_size * image_size
     return Qwen2VLImageProcessorPil(
         patch_size=PATCH_SIZE,
         merge_size=SPATIAL_MERGE_SIZE,
@@ -173,10 +177,10 @@ def build_image_processor() -> Qwen2VLImageProcessorPil:
     )
 
 
-def build_processor(tokenizer: Qwen2Tokenizer | None = None) -> ImageOnlyQwenVLProcessor:
-    """The image-only Qwen2.5-VL processor of the tiny default (images resized to about IMAGE_SIZE²)."""
+def build_processor(tokenizer: Qwen2Tokenizer | None = None, image_size: int = IMAGE_SIZE) -> ImageOnlyQwenVLProcessor:
+    """The image-only Qwen2.5-VL processor of the tiny default (images resized to about image_size²)."""
     tokenizer = build_tokenizer() if tokenizer is None else tokenizer
-    return ImageOnlyQwenVLProcessor(build_image_processor(), tokenizer, chat_template=CHAT_TEMPLATE)
+    return ImageOnlyQwenVLProcessor(build_image_processor(image_size), tokenizer, chat_template=CHAT_TEMPLATE)
 
 
 def special_token_ids(tokenizer: Qwen2Tokenizer) -> dict[str, int]:
@@ -186,12 +190,12 @@ def special_token_ids(tokenizer: Qwen2Tokenizer) -> dict[str, int]:
     return dict(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
 
 
-def build_config(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
-    """The tiny model's config, with the special-token ids of ``tokenizer``."""
+def build_config(tokenizer: Qwen2Tokenizer, image_size: int = IMAGE_SIZE) -> Qwen2_5_VLConfig:
+    """The tiny model's config for ``image_size`` px images, with the special-token ids of ``tokenizer``."""
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     token_ids = special_token_ids(tokenizer)
     return Qwen2_5_VLConfig(
-        vision_config=vision_config(),
+        vision_config=vision_config(image_size),
         text_config=text_config(len(tokenizer), **token_ids),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -203,7 +207,7 @@ def build_config(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
 
 
 def build(
-    seed: int = 0, num_bases: int = 4, dve: bool = True
+    seed: int = 0, num_bases: int = 4, dve: bool = True, image_size: int = IMAGE_SIZE
 ) -> tuple[Qwen2_5_VLForConditionalGeneration, ImageOnlyQwenVLProcessor]:
     """The embedded default: ``(model, processor)``, random init, built offline.
 
@@ -211,6 +215,8 @@ def build(
         seed: seed of the model's random initialisation (the processor does not depend on it).
         num_bases: K of the DVE layers.
         dve: apply the DVE (default blocks and projections of :func:`skinflow.model.dve.apply_dve`).
+        image_size: side of the square images the processor resizes to, a multiple of 16 (patch 8 × merge 2),
+            at least 32; :data:`IMAGE_SIZE` gives 7 × 7 = 49 image tokens, 64 gives 16.
 
     Returns the model in eval mode (float32, CPU) and its processor. Raises ``TypeError``/``ValueError`` naming the
     argument for a seed that is not an int in [0, 2**64) or a ``dve`` that is not a bool (``num_bases``: see
@@ -219,8 +225,11 @@ def build(
     check_int("seed", seed, minimum=0, maximum=2**64 - 1)
     if not isinstance(dve, bool):
         raise TypeError(f"dve must be a bool, got {dve!r}")
-    processor = build_processor()
-    config = build_config(processor.tokenizer)
+    image_size = check_int("image_size", image_size, minimum=32)
+    if image_size % (PATCH_SIZE * SPATIAL_MERGE_SIZE):
+        raise ValueError(f"image_size must be a multiple of {PATCH_SIZE * SPATIAL_MERGE_SIZE}, got {image_size}")
+    processor = build_processor(image_size=image_size)
+    config = build_config(processor.tokenizer, image_size)
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(int(seed))

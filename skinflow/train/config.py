@@ -14,13 +14,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from skinflow.formats import DEFAULT_K
+from skinflow.formats import CAPTION_FIELDS, DEFAULT_K
 from skinflow.util import check_int, check_number, describe
 
-__all__ = ["PROJECTIONS", "STAGES", "SFT_TARGETS", "TrainConfig", "field_help", "load_config"]
+__all__ = ["PROJECTIONS", "SFT_ANSWERS", "SFT_TARGETS", "STAGES", "TrainConfig", "field_help", "load_config"]
 
 STAGES: tuple[str, ...] = ("sft", "caption", "diagnosis")
-SFT_TARGETS: tuple[str, ...] = ("caption", "diagnosis")
+SFT_TARGETS: tuple[str, ...] = ("caption", "diagnosis", "both")
+SFT_ANSWERS: tuple[str, ...] = ("truth", "format")
 PROJECTIONS: tuple[str, ...] = ("qkv", "proj", "gate_proj", "up_proj", "down_proj")
 """The vision-block projections the DVE can replace (as :data:`skinflow.model.dve.PROJECTIONS`)."""
 _SPLITS = ("train", "val", "test")
@@ -47,8 +48,19 @@ class TrainConfig:
         "output directory: the final model, checkpoint-N directories, run.json, metrics.jsonl; required to run"))
     split: str | None = field(default="train", metadata=_help("train on the records of this split; null: all"))
     sft_target: str = field(default="caption", metadata=_help(
-        "sft stage only: the answer taught, caption (formats.format_caption of the record's caption) or "
-        "diagnosis (formats.format_diagnoses of the record's label)"))
+        "sft stage only: the answer taught, caption (formats.format_caption of the record's caption), "
+        "diagnosis (formats.format_diagnoses of the record's label) or both (one example of each per record)"))
+    sft_answers: str = field(default="truth", metadata=_help(
+        "sft stage only: truth (the record's own caption and label) or format (answers that teach the formats "
+        "and not the content: caption fields not in sft_true_fields come from another record drawn at random, and "
+        "the diagnosis answer lists k distinct labels of the data in random order)"))
+    sft_true_fields: tuple[str, ...] = field(default=(), metadata=_help(
+        "sft_answers format only: caption fields that keep the record's own value (e.g. the generic ones)"))
+    freeze_vision: bool = field(default=False, metadata=_help(
+        "freeze the vision tower's patch embedding and blocks (the merger, i.e. the connector, and the language "
+        "model train), as a warm start on top of a pretrained encoder does"))
+    gradient_checkpointing: bool = field(default=True, metadata=_help(
+        "recompute activations in backward to save memory (TRL's default); off is faster for small models"))
     k: int = field(default=DEFAULT_K, metadata=_help("ranked diagnoses asked for in the Stage II prompt"))
     max_steps: int = field(default=100, metadata=_help("optimizer steps of the run (a resumed run counts from 0)"))
     learning_rate: float = field(default=1e-6, metadata=_help("peak learning rate (paper: 1e-6 Stage I, 5e-7 II)"))
@@ -119,7 +131,13 @@ class TrainConfig:
             object.__setattr__(self, name, check_number(name, getattr(self, name), minimum=minimum, maximum=maximum))
         if self.learning_rate <= 0.0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        for name in ("bf16", "dve", "tensorboard"):
+        _choice("sft_answers", self.sft_answers, SFT_ANSWERS)
+        if isinstance(self.sft_true_fields, (str, bytes)) or not isinstance(self.sft_true_fields, (list, tuple)):
+            raise ValueError(f"sft_true_fields must be a list of caption fields, got {describe(self.sft_true_fields)}")
+        for index, name in enumerate(self.sft_true_fields):
+            _choice(f"sft_true_fields[{index}]", name, CAPTION_FIELDS)
+        object.__setattr__(self, "sft_true_fields", tuple(self.sft_true_fields))
+        for name in ("bf16", "dve", "tensorboard", "freeze_vision", "gradient_checkpointing"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {describe(getattr(self, name))}")
         if self.dve_blocks is not None:

@@ -134,16 +134,52 @@ def _answer(record: Mapping[str, Any], target: str) -> str:
     return format_caption(record["caption"]) if target == "caption" else format_diagnoses([record["label"]])
 
 
+def _format_answers(records: Sequence[Mapping[str, Any]], target: str, config: TrainConfig) -> list[str]:
+    """Answers that teach the format and not the content (``sft_answers: format``), seeded by ``config.seed``:
+    captions whose fields outside ``sft_true_fields`` are another record's, drawn at random; diagnosis lists of
+    ``k`` distinct labels of the data in random order (all of them when the data has fewer)."""
+    import random
+
+    rng = random.Random(f"skinflow-sft-format:{config.seed}:{target}")
+    if target == "caption":
+        answers = []
+        for record in records:
+            other = records[rng.randrange(len(records))]["caption"]
+            caption = {name: record["caption"][name] if name in config.sft_true_fields else other[name]
+                       for name in record["caption"]}
+            answers.append(format_caption(caption))
+        return answers
+    labels = sorted({record["label"] for record in records})
+    return [format_diagnoses(rng.sample(labels, min(config.k, len(labels)))) for _ in records]
+
+
 def build_dataset(records: Sequence[Mapping[str, Any]], config: TrainConfig, progress: bool = False):
-    """The TRL dataset of the stage: :func:`to_trl_dataset`; for ``sft`` with a conversational ``completion``
-    holding the record's truth in the answer format (``format_caption`` or ``format_diagnoses([label])``)."""
-    stage = config.sft_target if config.stage == "sft" else config.stage
-    dataset = to_trl_dataset(records, stage=stage, k=config.k, progress=progress)
+    """The TRL dataset of the stage: :func:`to_trl_dataset`; for ``sft`` with a conversational ``completion``:
+    the record's truth in the answer format (``format_caption`` or ``format_diagnoses([label])``), or with
+    ``sft_answers: format`` answers that teach the format only (:func:`_format_answers`); ``sft_target: both``
+    gives one caption and one diagnosis example per record, shuffled together (seeded)."""
+    import datasets
+
     if config.stage != "sft":
-        return dataset
-    answers = [_answer(record, config.sft_target) for record in records]
-    completions = [[{"role": "assistant", "content": [{"type": "text", "text": answer}]}] for answer in answers]
-    return dataset.select_columns(["prompt", "images"]).add_column("completion", completions)
+        return to_trl_dataset(records, stage=config.stage, k=config.k, progress=progress)
+    parts = []
+    for target in (("caption", "diagnosis") if config.sft_target == "both" else (config.sft_target,)):
+        dataset = to_trl_dataset(records, stage=target, k=config.k, progress=progress)
+        answers = (_format_answers(records, target, config) if config.sft_answers == "format"
+                   else [_answer(record, target) for record in records])
+        completions = [[{"role": "assistant", "content": [{"type": "text", "text": answer}]}] for answer in answers]
+        parts.append(dataset.select_columns(["prompt", "images"]).add_column("completion", completions))
+    if len(parts) == 1:
+        return parts[0]
+    return datasets.concatenate_datasets(parts).shuffle(seed=config.seed).flatten_indices()
+
+
+def _freeze_vision(model) -> None:
+    """No gradient for the vision tower's patch embedding and blocks (the merger still trains)."""
+    visual = model.model.visual
+    for module in (visual.patch_embed, visual.blocks):
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
 
 
 def _model_settings(model) -> dict[str, Any] | None:
@@ -282,6 +318,7 @@ def _common_args(config: TrainConfig) -> dict[str, Any]:
         "report_to": [],  # TensorBoard: our TensorBoardCallback into DIR/tensorboard (_callbacks)
         "disable_tqdm": True,  # the bar is ProgressBar's (HF's prints every log as a line)
         "dataloader_num_workers": 0,
+        "gradient_checkpointing": config.gradient_checkpointing,
     }
 
 
@@ -455,6 +492,8 @@ def prepare(config: TrainConfig, *, resume: bool = False, progress: bool | None 
         source = (lambda: (model, processor)) if config.model is None else None  # the start weights, untrained yet
     else:
         model, processor, source = _resumed_model(config, checkpoint, notes, quiet)
+    if config.freeze_vision:
+        _freeze_vision(model)
     out.mkdir(exist_ok=True)
     with _transformers_bars(progress):
         trainer, reward = _trainer(config, model, processor, dataset, out, source)

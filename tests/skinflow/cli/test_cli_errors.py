@@ -388,6 +388,13 @@ CASES = [
     ("attention-model-wrong-type", ["attention", "--data", "{jsonl}", "--out", "{out}/a", "--model", "{ck_llama}"],
      "model_type 'llama'", False),
     # train
+    ("demo-no-out", ["demo"], "--out", False),
+    ("demo-missing-config", ["demo", "--config", "{missing}", "--out", "{out}/d"], "missing.png': no such file", False),
+    ("demo-bad-arm", ["demo", "--arm", "best", "--out", "{out}/d"], "--arm", False),
+    ("ablate-no-out", ["ablate"], "--out", False),
+    ("ablate-bad-seeds", ["ablate", "--seeds", "0,x", "--out", "{out}/a"], "--seeds", False),
+    ("ablate-missing-config", ["ablate", "--config", "{missing}", "--out", "{out}/a"], "missing.png': no such file",
+     False),
     ("train-no-args", ["train"], "stage", False),
     ("train-bad-stage", ["train", "rl", "--data", "{jsonl}", "--out", "{out}/t"], "stage", False),
     ("train-no-out", ["train", "sft", "--data", "{jsonl}"], "--out", False),
