@@ -51,6 +51,7 @@ __all__ = [
     "load_jsonl",
     "record_problems",
     "save_jsonl",
+    "undo_writes",
     "validate_records",
 ]
 
@@ -593,21 +594,27 @@ def save_jsonl(
                     moved.append(target)
         atomic_write(path, lambda file: file.write("".join(line + "\n" for line in lines)))
     except BaseException:
-        for target in moved:
-            target.unlink(missing_ok=True)
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-            staging = None
-        for folder in reversed(created):
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        undo_writes(staging, moved, created)
+        staging = None
         raise
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def undo_writes(staging: Path | None, moved: Sequence[Path], created: Sequence[Path]) -> None:
+    """What a failed save does: remove its staging folder, the files it moved in that did not exist before, and the
+    folders it created (innermost first, stopping at one that is not empty)."""
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+    for target in moved:
+        target.unlink(missing_ok=True)
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def _caption_from_json(value: object) -> dict[str, str]:

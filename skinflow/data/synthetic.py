@@ -35,7 +35,15 @@ from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from rich.progress import track
 
-from skinflow.data.records import SKIN_TYPES, SPLITS, RecordError, image_file_name, save_jsonl, validate_records
+from skinflow.data.records import (
+    SKIN_TYPES,
+    SPLITS,
+    RecordError,
+    image_file_name,
+    save_jsonl,
+    undo_writes,
+    validate_records,
+)
 from skinflow.data.synthetic_draw import (
     SIZE_RADII,
     Lesion,
@@ -545,16 +553,8 @@ def save(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], ima
             staging = None
         return save_jsonl(saved, path, image_dir=root, progress=progress)
     except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-            staging = None
-        for target in moved:
-            target.unlink(missing_ok=True)
-        for folder in reversed(created):
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        undo_writes(staging, moved, created)
+        staging = None
         raise
     finally:
         if staging is not None:
