@@ -56,6 +56,9 @@ class TrainConfig:
         "the diagnosis answer lists k distinct labels of the data in random order)"))
     sft_true_fields: tuple[str, ...] = field(default=(), metadata=_help(
         "sft_answers format only: caption fields that keep the record's own value (e.g. the generic ones)"))
+    sft_differential: bool = field(default=False, metadata=_help(
+        "sft_answers format only: the diagnosis answer lists the record's own label at a random position among k "
+        "distinct labels (a differential without a ranking) instead of k labels drawn at random"))
     freeze_vision: bool = field(default=False, metadata=_help(
         "freeze the vision tower's patch embedding and blocks (the merger, i.e. the connector, and the language "
         "model train), as a warm start on top of a pretrained encoder does"))
@@ -137,7 +140,7 @@ class TrainConfig:
         for index, name in enumerate(self.sft_true_fields):
             _choice(f"sft_true_fields[{index}]", name, CAPTION_FIELDS)
         object.__setattr__(self, "sft_true_fields", tuple(self.sft_true_fields))
-        for name in ("bf16", "dve", "tensorboard", "freeze_vision", "gradient_checkpointing"):
+        for name in ("bf16", "dve", "tensorboard", "freeze_vision", "gradient_checkpointing", "sft_differential"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {describe(getattr(self, name))}")
         if self.dve_blocks is not None:

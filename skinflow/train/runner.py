@@ -137,7 +137,8 @@ def _answer(record: Mapping[str, Any], target: str) -> str:
 def _format_answers(records: Sequence[Mapping[str, Any]], target: str, config: TrainConfig) -> list[str]:
     """Answers that teach the format and not the content (``sft_answers: format``), seeded by ``config.seed``:
     captions whose fields outside ``sft_true_fields`` are another record's, drawn at random; diagnosis lists of
-    ``k`` distinct labels of the data in random order (all of them when the data has fewer)."""
+    ``k`` distinct labels of the data in random order (all of them when the data has fewer), with
+    ``sft_differential`` the record's own label among them at a random rank."""
     import random
 
     rng = random.Random(f"skinflow-sft-format:{config.seed}:{target}")
@@ -150,7 +151,15 @@ def _format_answers(records: Sequence[Mapping[str, Any]], target: str, config: T
             answers.append(format_caption(caption))
         return answers
     labels = sorted({record["label"] for record in records})
-    return [format_diagnoses(rng.sample(labels, min(config.k, len(labels)))) for _ in records]
+    count = min(config.k, len(labels))
+    if not config.sft_differential:
+        return [format_diagnoses(rng.sample(labels, count)) for _ in records]
+    answers = []
+    for record in records:  # the record's label at a random rank among count - 1 others
+        ranked = rng.sample([label for label in labels if label != record["label"]], count - 1)
+        ranked.insert(rng.randrange(count), record["label"])
+        answers.append(format_diagnoses(ranked))
+    return answers
 
 
 def build_dataset(records: Sequence[Mapping[str, Any]], config: TrainConfig, progress: bool = False):

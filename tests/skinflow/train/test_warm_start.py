@@ -51,6 +51,18 @@ def test_format_answers_of_the_true_fields_are_the_records_own(data_file, tmp_pa
     assert shuffled > 0  # the other fields come from other records
 
 
+def test_differential_answers_hold_the_label_at_every_rank(data_file, tmp_path):
+    records = [{**record, "id": f"{record['id']}-{copy}"} for copy in range(8)
+               for record in load_jsonl(data_file, progress=False)]
+    config = _config(data_file, tmp_path, sft_target="diagnosis", sft_answers="format", sft_differential=True, k=3)
+    ranks = []
+    for record, text in zip(records, _answers(build_dataset(records, config))):
+        ranked = parse_diagnoses(text)
+        assert len(ranked) == 3 == len(set(ranked)) and record["label"] in ranked
+        ranks.append(ranked.index(record["label"]))
+    assert set(ranks) == {0, 1, 2}  # not always first: the ranking is not taught
+
+
 def test_bad_warm_start_settings_are_named(data_file, tmp_path):
     with pytest.raises(ValueError, match="sft_answers"):
         _config(data_file, tmp_path, sft_answers="lies")
