@@ -455,9 +455,10 @@ def _output(out: str | os.PathLike[str]) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r}: exists and is not a directory")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"--out {str(out)!r}: parent directory does not exist")
-    out.mkdir(exist_ok=True)
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"--out {str(out)!r}: {str(parent)!r} is not a directory")
+    out.mkdir(parents=True, exist_ok=True)  # like mkdir -p: `make demo` in a fresh clone has no runs/ yet
     return out
 
 

@@ -50,6 +50,15 @@ def test_demo_runs_every_stage_and_writes_the_report(demo):
     assert json.loads((out / "summary.json").read_text())["arm"] == "full"
 
 
+def test_out_is_created_with_its_parents_and_a_file_in_the_way_is_named(config, tmp_path):
+    from skinflow.experiments.pipeline import _output
+
+    assert _output(tmp_path / "runs" / "demo").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is not a directory"):
+        _output(tmp_path / "file" / "demo")
+
+
 def test_a_rerun_reuses_every_finished_stage(demo, config):
     out, summary = demo
     before = {path: path.stat().st_mtime_ns for path in out.rglob("stage.json")}
