@@ -129,19 +129,9 @@ class PipelineConfig:
 def load_pipeline_config(path: str | os.PathLike[str], **overrides: Any) -> PipelineConfig:
     """A :class:`PipelineConfig` from a YAML recipe, with ``overrides`` (``None`` ignored); unknown keys, bad
     values and unreadable files raise ``ValueError``/``FileNotFoundError`` naming the file and key."""
-    import yaml
+    from skinflow.train.config import read_settings
 
-    path = Path(path)
-    where = f"config {str(path)!r}"
-    if not path.is_file():
-        raise FileNotFoundError(f"{where}: no such file")
-    try:
-        settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (UnicodeDecodeError, yaml.YAMLError) as error:
-        raise ValueError(f"{where}: not a YAML file ({' '.join(str(error).split())})") from error
-    if not isinstance(settings, Mapping):
-        raise ValueError(f"{where} must hold a mapping of settings, got {type(settings).__name__}")
-    settings = {**settings, **{key: value for key, value in overrides.items() if value is not None}}
+    settings, where = read_settings(path, **overrides)
     names = [item.name for item in fields(PipelineConfig)]
     unknown = sorted(str(key) for key in settings if key not in names)
     if unknown:

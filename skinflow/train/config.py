@@ -17,7 +17,8 @@ from typing import Any
 from skinflow.formats import CAPTION_FIELDS, DEFAULT_K
 from skinflow.util import check_int, check_number, describe
 
-__all__ = ["PROJECTIONS", "SFT_ANSWERS", "SFT_TARGETS", "STAGES", "TrainConfig", "field_help", "load_config"]
+__all__ = ["PROJECTIONS", "SFT_ANSWERS", "SFT_TARGETS", "STAGES", "TrainConfig", "field_help", "load_config",
+           "read_settings"]
 
 STAGES: tuple[str, ...] = ("sft", "caption", "diagnosis")
 SFT_TARGETS: tuple[str, ...] = ("caption", "diagnosis", "both")
@@ -215,6 +216,17 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and the key for YAML that
     does not parse, is not a mapping, has unknown keys or bad values.
     """
+    settings, where = read_settings(path, **overrides)
+    return TrainConfig.from_mapping(settings, where)
+
+
+def read_settings(path: str | os.PathLike[str], **overrides: Any) -> tuple[dict[str, Any], str]:
+    """The mapping of a YAML recipe (``yaml.safe_load``; an empty file is ``{}``) with ``overrides`` applied
+    (``None`` ignored), and the ``config '<path>'`` label its errors start with.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for text that is not UTF-8, not YAML or not
+    a mapping.
+    """
     import yaml
 
     path = Path(path)
@@ -232,4 +244,4 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
         raise ValueError(f"{where} must hold a mapping of settings, got {type(settings).__name__}")
     settings = dict(settings)
     settings.update({key: value for key, value in overrides.items() if value is not None})
-    return TrainConfig.from_mapping(settings, where)
+    return settings, where
