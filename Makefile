@@ -28,7 +28,7 @@ demo: $(STAMP)
 
 # the paper's ablation on the embedded default, 3 seeds (resumable)
 ablation: $(STAMP)
-	$(PY) -m skinflow.cli ablate --config recipes/pipeline/demo.yaml --out runs/ablation --seeds 0,1,2
+	$(PY) -m skinflow.cli ablate --config recipes/pipeline/demo.yaml --out runs/ablation --seeds 0,1,2 --jobs 3
 
 # FDLinear against nn.Linear on the two-spirals task
 spirals: $(STAMP)

@@ -275,6 +275,8 @@ def _parser() -> argparse.ArgumentParser:
     ablate.add_argument("--seeds", type=_int_list, default=[0, 1, 2], metavar="S,S,...", help="model seeds (default 0,1,2)")
     ablate.add_argument("--arms", type=_name_list, default=None, metavar="ARM,...",
                         help="arms (default all: stage2-only, stage1+2, full, dve-no-stage1)")
+    ablate.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                        help="seeds run at once, one process of config.threads threads each (default 1)")
     return parser
 
 
@@ -554,7 +556,7 @@ def _ablate(args: argparse.Namespace) -> int:
 
     with user_input():
         config = load_pipeline_config(args.config)
-        run_ablation(config, args.out, args.seeds, arms=args.arms)
+        run_ablation(config, args.out, args.seeds, arms=args.arms, jobs=args.jobs)
     return 0
 
 

@@ -348,13 +348,20 @@ def _set_threads(config: PipelineConfig) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|trl|torch)\b")
 
 
+def _data_settings(config: PipelineConfig) -> dict[str, Any]:
+    return {"records": config.records, "data_seed": config.data_seed, "image_size": config.image_size}
+
+
+def _data_stage(out: Path, config: PipelineConfig, log: _Log) -> dict[str, Any]:
+    return _stage(out / "data", "data", _data_settings(config), lambda d: _data(config, d), log,
+                  lambda r: f"{r['splits']} records, {r['labels']} diagnoses")
+
+
 def _prefix(out: Path, config: PipelineConfig, log: _Log) -> tuple[dict[str, Any], Path]:
     """Data, base and warm start (shared by every arm of a seed); returns the data result and the warm model."""
-    data_settings = {"records": config.records, "data_seed": config.data_seed, "image_size": config.image_size}
-    data = _stage(out / "data", "data", data_settings, lambda d: _data(config, d), log,
-                  lambda r: f"{r['splits']} records, {r['labels']} diagnoses")
+    data = _data_stage(out, config, log)
     seed_dir = out / f"seed-{config.seed}"
-    base_settings = {**data_settings, "seed": config.seed, "vision_steps": config.vision_steps,
+    base_settings = {**_data_settings(config), "seed": config.seed, "vision_steps": config.vision_steps,
                      "vision_lr": config.vision_lr, "vision_batch_size": config.vision_batch_size}
     _stage(seed_dir / "base", f"seed {config.seed} base (vision pretraining)", base_settings,
            lambda d: _base(config, data, d), log, _vision_summary)
@@ -394,19 +401,23 @@ def _arm(out: Path, config: PipelineConfig, arm: Arm, data: Mapping[str, Any], s
                   lambda d: _evaluate(config, data, str(stage2_dir), d, attention), log, _eval_summary)
 
 
-def _baselines(out: Path, config: PipelineConfig, data: Mapping[str, Any], seed_dir: Path,
-               log: _Log) -> dict[str, Any]:
-    base_eval = [config.eval_batch_size, config.max_new_tokens, config.bootstrap]
-    constant = _stage(out / "baselines" / "constant", "baseline: constant answer",
-                      {"data": data["jsonl"], "k": config.k, "eval": base_eval},
-                      lambda d: _evaluate(config, data, None, d, False), log, _eval_summary)
-    warm = _stage(seed_dir / "warm-eval", f"seed {config.seed} baseline: the warm start (no RL)",
+def _constant_baseline(out: Path, config: PipelineConfig, data: Mapping[str, Any], log: _Log) -> dict[str, Any]:
+    return _stage(out / "baselines" / "constant", "baseline: constant answer",
+                  {"data": data["jsonl"], "k": config.k,
+                   "eval": [config.eval_batch_size, config.max_new_tokens, config.bootstrap]},
+                  lambda d: _evaluate(config, data, None, d, False), log, _eval_summary)
+
+
+def _warm_baseline(config: PipelineConfig, data: Mapping[str, Any], seed_dir: Path, log: _Log) -> dict[str, Any]:
+    return _stage(seed_dir / "warm-eval", f"seed {config.seed} baseline: the warm start (no RL)",
                   {"data": data["jsonl"], "seed": config.seed, "warm": dict(config.warm), "k": config.k,
-                   "vision_steps": config.vision_steps, "eval": base_eval},
+                   "vision_steps": config.vision_steps,
+                   "eval": [config.eval_batch_size, config.max_new_tokens, config.bootstrap]},
                   lambda d: _evaluate(config, data, str(seed_dir / "warm"), d, False), log, _eval_summary)
-    labels = data["labels"]
-    chance = {"top1": 1 / labels, "topk": min(1.0, config.k / labels)}
-    return {"chance": chance, "constant": constant, "warm": warm}
+
+
+def _chance(config: PipelineConfig, data: Mapping[str, Any]) -> dict[str, float]:
+    return {"top1": 1 / data["labels"], "topk": min(1.0, config.k / data["labels"])}
 
 
 def run_pipeline(config: PipelineConfig, out: str | os.PathLike[str], *, arm: str = "full", quiet: bool = False,
@@ -423,7 +434,8 @@ def run_pipeline(config: PipelineConfig, out: str | os.PathLike[str], *, arm: st
     started = time.perf_counter()
     data, seed_dir = _prefix(out, config, log)
     result = _arm(out, config, chosen, data, seed_dir, log)
-    baselines = _baselines(out, config, data, seed_dir, log)
+    baselines = {"chance": _chance(config, data), "constant": _constant_baseline(out, config, data, log),
+                 "warm": _warm_baseline(config, data, seed_dir, log)}
     summary = {"config": config.to_json(), "arm": chosen.name, "result": result, "baselines": baselines,
                "model": str(seed_dir / chosen.name / "stage2"), "seconds": round(time.perf_counter() - started, 1)}
     atomic_write(out / "summary.json", lambda file: json.dump(summary, file, indent=2, ensure_ascii=False))
@@ -484,35 +496,53 @@ def _summary_markdown(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _seed_run(config_json: Mapping[str, Any], out: str, arm_names: Sequence[str],
+              quiet: bool) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """One seed of the ablation — base, warm start, every arm and the warm-start baseline — possibly in a process
+    of its own; returns ``({arm: evaluation result}, warm-start baseline)``."""
+    config = PipelineConfig(**config_json)
+    _set_threads(config)
+    log = _Log(Path(out), quiet)
+    data, seed_dir = _prefix(Path(out), config, log)
+    results = {name: _arm(Path(out), config, _arm_named(name), data, seed_dir, log) for name in arm_names}
+    return results, _warm_baseline(config, data, seed_dir, log)
+
+
 def run_ablation(config: PipelineConfig, out: str | os.PathLike[str], seeds: Sequence[int] = (0, 1, 2), *,
-                 arms: Sequence[str] | None = None, quiet: bool = False) -> dict[str, Any]:
+                 arms: Sequence[str] | None = None, jobs: int = 1, quiet: bool = False) -> dict[str, Any]:
     """Train and evaluate every arm (:data:`ARMS`) for every seed on the same data and budgets; writes
     ``ablation.json``, ``ablation.md`` and ``attention.png`` into ``out`` and returns the table.
 
     Seeds are replicates: each arm's numbers are the mean over seeds with a 95% t-interval (none with one seed).
-    Resumable: finished stages are reused (:func:`run_pipeline`'s rules).
+    ``jobs`` > 1 runs that many seeds at once, each in a process of its own (``config.threads`` torch threads
+    each; the shared data set is made first). Resumable: finished stages are reused (:func:`run_pipeline`'s rules).
     """
     chosen = [_arm_named(name) for name in (arms or [arm.name for arm in ARMS])]
     seeds = [check_int(f"seeds[{index}]", seed, minimum=0) for index, seed in enumerate(seeds)]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    jobs = check_int("jobs", jobs, minimum=1)
     out = _output(out)
     _set_threads(config)
     log = _Log(out, quiet)
     started = time.perf_counter()
-    results: dict[str, list[dict[str, Any]]] = {arm.name: [] for arm in chosen}
-    baselines = []
-    for seed in seeds:
-        seeded = config.replace(seed=seed)
-        data, seed_dir = _prefix(out, seeded, log)
-        for arm in chosen:
-            results[arm.name].append(_arm(out, seeded, arm, data, seed_dir, log))
-        baselines.append(_baselines(out, seeded, data, seed_dir, log))
+    data = _data_stage(out, config, log)
+    constant = _constant_baseline(out, config, data, log)
+    tasks = [(config.replace(seed=seed).to_json(), str(out), [arm.name for arm in chosen], quiet) for seed in seeds]
+    if jobs > 1 and len(seeds) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(jobs, len(seeds)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            outcomes = list(pool.map(_seed_run, *zip(*tasks)))
+    else:
+        outcomes = [_seed_run(*task) for task in tasks]
+    results = {arm.name: [outcome[0][arm.name] for outcome in outcomes] for arm in chosen}
     table = {arm.name: _replicates(results[arm.name]) for arm in chosen}
     ablation = {"config": config.to_json(), "seeds": seeds, "arms": {arm.name: dataclasses.asdict(arm) for arm in chosen},
                 "table": table, "per_seed": results, "paper_top1": PAPER_TOP1,
-                "baselines": {"chance": baselines[0]["chance"], "constant": baselines[0]["constant"],
-                              "warm": _replicates([b["warm"] for b in baselines])},
+                "baselines": {"chance": _chance(config, data), "constant": constant,
+                              "warm": _replicates([outcome[1] for outcome in outcomes])},
                 "seconds": round(time.perf_counter() - started, 1)}
     atomic_write(out / "ablation.json", lambda file: json.dump(ablation, file, indent=2, ensure_ascii=False))
     atomic_write(out / "ablation.md", lambda file: file.write(ablation_markdown(ablation)))

@@ -60,6 +60,10 @@ class TrainConfig:
     sft_differential: bool = field(default=False, metadata=_help(
         "sft_answers format only: the diagnosis answer lists the record's own label at a random position among k "
         "distinct labels (a differential without a ranking) instead of k labels drawn at random"))
+    sft_diagnosis_truth: float = field(default=0.0, metadata=_help(
+        "sft_answers format only: the share of diagnosis answers (drawn at random, seeded) that are the record's "
+        "differential: its own label first, then the k - 1 labels whose captions are most alike in the data; a "
+        "warm start that knows a little of the diagnosis, as a general-purpose base model does"))
     freeze_vision: bool = field(default=False, metadata=_help(
         "freeze the vision tower's patch embedding and blocks (the merger, i.e. the connector, and the language "
         "model train), as a warm start on top of a pretrained encoder does"))
@@ -131,6 +135,7 @@ class TrainConfig:
             check_int("save_total_limit", self.save_total_limit, minimum=1)
         for name, minimum, maximum in (("learning_rate", 0.0, 1.0), ("weight_decay", 0.0, None),
                                        ("max_grad_norm", 0.0, None), ("beta", 0.0, None), ("epsilon", 0.0, 1.0),
+                                       ("sft_diagnosis_truth", 0.0, 1.0),
                                        ("temperature", 1e-6, None)):
             object.__setattr__(self, name, check_number(name, getattr(self, name), minimum=minimum, maximum=maximum))
         if self.learning_rate <= 0.0:

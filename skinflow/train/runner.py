@@ -134,6 +134,28 @@ def _answer(record: Mapping[str, Any], target: str) -> str:
     return format_caption(record["caption"]) if target == "caption" else format_diagnoses([record["label"]])
 
 
+def _similar_labels(records: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """label -> the other labels of ``records``, most alike first: a differential diagnosis learnt from the data.
+
+    Alike = the overlap of the two labels' caption-term distributions, summed over the caption fields
+    (Σ_field Σ_term min(p_a(term), p_b(term))); ties keep the labels' sorted order."""
+    from collections import Counter, defaultdict
+
+    terms: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    totals: Counter = Counter()
+    for record in records:
+        totals[record["label"]] += 1
+        for name, value in (record.get("caption") or {}).items():
+            terms[record["label"]][name][value] += 1
+
+    def overlap(a: str, b: str) -> float:
+        return sum(min(count / totals[a], terms[b][name][term] / totals[b])
+                   for name, counter in terms[a].items() for term, count in counter.items())
+
+    labels = sorted(totals)
+    return {a: sorted((b for b in labels if b != a), key=lambda b: -overlap(a, b)) for a in labels}
+
+
 def _format_answers(records: Sequence[Mapping[str, Any]], target: str, config: TrainConfig) -> list[str]:
     """Answers that teach the format and not the content (``sft_answers: format``), seeded by ``config.seed``:
     captions whose fields outside ``sft_true_fields`` are another record's, drawn at random; diagnosis lists of
@@ -152,12 +174,16 @@ def _format_answers(records: Sequence[Mapping[str, Any]], target: str, config: T
         return answers
     labels = sorted({record["label"] for record in records})
     count = min(config.k, len(labels))
-    if not config.sft_differential:
-        return [format_diagnoses(rng.sample(labels, count)) for _ in records]
+    similar = _similar_labels(records) if config.sft_diagnosis_truth else {}
     answers = []
-    for record in records:  # the record's label at a random rank among count - 1 others
-        ranked = rng.sample([label for label in labels if label != record["label"]], count - 1)
-        ranked.insert(rng.randrange(count), record["label"])
+    for record in records:
+        if config.sft_diagnosis_truth and rng.random() < config.sft_diagnosis_truth:
+            ranked = [record["label"], *similar[record["label"]][:count - 1]]
+        elif config.sft_differential:  # the record's label at a random rank among count - 1 others
+            ranked = rng.sample([label for label in labels if label != record["label"]], count - 1)
+            ranked.insert(rng.randrange(count), record["label"])
+        else:
+            ranked = rng.sample(labels, count)
         answers.append(format_diagnoses(ranked))
     return answers
 

@@ -88,7 +88,13 @@ def test_an_interrupted_training_stage_resumes_from_its_checkpoint(config, tmp_p
 
 
 def test_ablation_table_over_seeds(config, tmp_path):
-    ablation = run_ablation(config, tmp_path / "ablation", seeds=[0, 1], arms=["stage2-only", "full"], quiet=True)
+    # two seeds at once, a process each; a rerun in one process reuses every stage and gives the same table
+    ablation = run_ablation(config, tmp_path / "ablation", seeds=[0, 1], arms=["stage2-only", "full"], jobs=2,
+                            quiet=True)
+    again = run_ablation(config, tmp_path / "ablation", seeds=[0, 1], arms=["stage2-only", "full"], quiet=True)
+    assert again["table"] == ablation["table"] and again["per_seed"] == ablation["per_seed"]
+    log = (tmp_path / "ablation" / "pipeline.log").read_text()
+    assert log.count("Stage II: running") == 4 and log.count("Stage II: reused") == 4
     assert set(ablation["table"]) == {"stage2-only", "full"}
     for arm, row in ablation["table"].items():
         values = [run["top1"]["value"] for run in ablation["per_seed"][arm]]

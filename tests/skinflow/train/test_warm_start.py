@@ -63,6 +63,40 @@ def test_differential_answers_hold_the_label_at_every_rank(data_file, tmp_path):
     assert set(ranks) == {0, 1, 2}  # not always first: the ranking is not taught
 
 
+def test_diagnosis_truth_answers_are_the_records_differential(data_file, tmp_path):
+    from skinflow.train.runner import _similar_labels
+
+    records = [{**record, "id": f"{record['id']}-{copy}"} for copy in range(8)
+               for record in load_jsonl(data_file, progress=False)]
+    similar = _similar_labels(records)
+    config = _config(data_file, tmp_path, sft_target="diagnosis", sft_answers="format", sft_diagnosis_truth=0.5,
+                     k=3)
+    truths = 0
+    for record, text in zip(records, _answers(build_dataset(records, config))):
+        ranked = parse_diagnoses(text)
+        assert len(ranked) == 3 == len(set(ranked))
+        if ranked == [record["label"], *similar[record["label"]][:2]]:
+            truths += 1
+    assert 0.3 * len(records) < truths < 0.7 * len(records)
+    everything = config.replace(sft_diagnosis_truth=1.0)
+    assert all(parse_diagnoses(text)[0] == record["label"]
+               for record, text in zip(records, _answers(build_dataset(records, everything))))
+
+
+def test_similar_labels_rank_by_caption_overlap():
+    from skinflow.train.runner import _similar_labels
+
+    def record(label, color, shape):
+        return {"label": label, "caption": {"color": color, "shape": shape}}
+
+    records = [record("a", "red", "round"), record("b", "red", "round"), record("c", "red", "oval"),
+               record("d", "blue", "oval"), record("a", "red", "oval")]
+    similar = _similar_labels(records)
+    # a: half red-round, half red-oval; b and c overlap it by 1.5 of 2 fields, d by 0.5
+    assert similar["a"] == ["b", "c", "d"] and similar["d"] == ["c", "a", "b"]
+    assert set(similar) == {"a", "b", "c", "d"}
+
+
 def test_bad_warm_start_settings_are_named(data_file, tmp_path):
     with pytest.raises(ValueError, match="sft_answers"):
         _config(data_file, tmp_path, sft_answers="lies")
@@ -70,6 +104,8 @@ def test_bad_warm_start_settings_are_named(data_file, tmp_path):
         _config(data_file, tmp_path, sft_true_fields=["color", "colour"])
     with pytest.raises(ValueError, match="freeze_vision"):
         _config(data_file, tmp_path, freeze_vision="yes")
+    with pytest.raises(ValueError, match="sft_diagnosis_truth"):
+        _config(data_file, tmp_path, sft_diagnosis_truth=1.5)
 
 
 def test_freeze_vision_leaves_only_the_merger_and_the_language_model_trainable(data_file, tmp_path):
