@@ -6,9 +6,10 @@ One run of the pipeline, into ``OUT``:
 1. ``data``: the synthetic set (train/val/test), with lesion masks (:func:`skinflow.data.synthetic.save`);
 2. ``base``: the tiny default (random init) with its vision tower pretrained on the generic visual attributes
    (:func:`skinflow.train.vision.pretrain_vision`): the stand-in for the pretrained encoder of a real base model;
-3. ``warm``: the SFT warm start on both answer formats with answers that teach the format and the generic
-   attributes, not the dermatology: lesion type, texture, border, surface and surrounding come from a random other
-   record, and the diagnosis answer lists K labels in random order (``sft_answers: format``);
+3. ``warm``: the SFT warm start on both answer formats, as the recipe's ``warm`` settings say; the demo's teaches
+   the format and the generic attributes, not the dermatology (lesion type, texture, border, surface and
+   surrounding come from a random other record, ``sft_answers: format``), and a generalist's differential
+   (``sft_diagnosis_truth``: the label, then the labels whose captions are most alike);
 4. ``stage1``: Stage I caption GRPO (optional, per arm); 5. ``stage2``: Stage II diagnosis GRPO;
 6. ``eval``: the evaluation protocol on the held-out test split (predictions, report.json/report.md, plots, the
    attention analysis with lesion focus), and the same scoring of two baselines: a constant answer (the training
@@ -554,8 +555,9 @@ def run_ablation(config: PipelineConfig, out: str | os.PathLike[str], seeds: Seq
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
-def mean_ci(values: Sequence[float]) -> dict[str, Any]:
-    """Mean of ``values`` with a 95% Student-t interval (``ci`` None for fewer than 2 values)."""
+def mean_ci(values: Sequence[float], bounds: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Mean of ``values`` with a 95% Student-t interval (``ci`` None for fewer than 2 values), clipped to
+    ``bounds`` (e.g. ``(0, 1)`` for accuracies) when given."""
     values = [float(value) for value in values if value is not None]
     if not values:
         return {"value": None, "ci": None, "n": 0}
@@ -563,14 +565,17 @@ def mean_ci(values: Sequence[float]) -> dict[str, Any]:
     if len(values) < 2:
         return {"value": mean, "ci": None, "n": 1}
     half = _T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
-    return {"value": mean, "ci": [mean - half, mean + half], "n": len(values)}
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"value": mean, "ci": [low, high], "n": len(values)}
 
 
 def _replicates(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     def value(entry: Any) -> float | None:
         return entry.get("value") if isinstance(entry, Mapping) else entry
 
-    table = {name: mean_ci([value(result.get(name)) for result in results])
+    table = {name: mean_ci([value(result.get(name)) for result in results], bounds=(0.0, 1.0))
              for name in ("top1", "topk", "caption", "reward")}
     table["gap"] = mean_ci([value((result.get("gap") or {}).get("top1")) for result in results])
     focus = [((result.get("attention") or {}).get("lesion") or {}).get("focus") for result in results]
@@ -613,9 +618,10 @@ def ablation_markdown(ablation: Mapping[str, Any]) -> str:
                      f"{cell(row['lesion_focus'])} | {'–' if paper is None else f'{paper:.2f}%'} |")
     base = ablation["baselines"]
     lines += ["", f"Baselines: chance Top-1 {base['chance']['top1']:.3f}, Top-6 {base['chance']['topk']:.3f}; "
-              f"constant answer Top-1 {_estimate(base['constant']['top1'])}, caption content "
+              f"constant answer Top-1 {_estimate(base['constant']['top1'])}, Top-6 {_estimate(base['constant']['topk'])}, "
+              f"caption content "
               f"{base['constant'].get('caption') or 0:.3f}; warm start (no RL) Top-1 {cell(base['warm']['top1'])}, "
-              f"caption content {cell(base['warm']['caption'])}.", ""]
+              f"Top-6 {cell(base['warm']['topk'])}, caption content {cell(base['warm']['caption'])}.", ""]
     return "\n".join(lines)
 
 

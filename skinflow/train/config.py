@@ -62,8 +62,8 @@ class TrainConfig:
         "distinct labels (a differential without a ranking) instead of k labels drawn at random"))
     sft_diagnosis_truth: float = field(default=0.0, metadata=_help(
         "sft_answers format only: the share of diagnosis answers (drawn at random, seeded) that are the record's "
-        "differential: its own label first, then the k - 1 labels whose captions are most alike in the data; a "
-        "warm start that knows a little of the diagnosis, as a general-purpose base model does"))
+        "differential: its own label first, then the k - 1 labels whose captions are most alike in the data (1: "
+        "every answer; the demo's warm start, docs/demo.md)"))
     freeze_vision: bool = field(default=False, metadata=_help(
         "freeze the vision tower's patch embedding and blocks (the merger, i.e. the connector, and the language "
         "model train), as a warm start on top of a pretrained encoder does"))

@@ -247,8 +247,10 @@ def _load_model(config: TrainConfig, notes: list[str], quiet: bool):
                          "--no-dve cannot remove them (start from a checkpoint without the DVE)")
     model = load_pretrained(config.model, name="model", dtype=torch.float32)
     if config.dve and not has_dve:
-        apply_dve(model, blocks=config.dve_blocks, projections=config.dve_projections,
-                  num_bases=config.dve_num_bases)
+        with torch.random.fork_rng(devices=[]):  # the DVE's init depends on the seed, not on what ran before
+            torch.manual_seed(config.seed)
+            apply_dve(model, blocks=config.dve_blocks, projections=config.dve_projections,
+                      num_bases=config.dve_num_bases)
         _note(notes, f"model {config.model!r} has no DVE; applied it ({_model_settings(model)})", quiet)
     return model.train(), processor
 

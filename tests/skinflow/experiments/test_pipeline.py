@@ -138,6 +138,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["ablate", "--config", str(CI), "--out", str(tmp_path / "out"), "--arms", "everything"])
     assert "arm must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["ablate", "--config", str(CI), "--out", str(tmp_path / "out"), "--jobs", "0"])
+    assert exit_info.value.code == 2 and "--jobs" in capsys.readouterr().err
 
 
 def test_the_demo_recipe_loads():

@@ -106,6 +106,27 @@ def test_dve_is_applied_to_a_checkpoint_without_it(data_file, tmp_path, capsys):
                                                                      "num_bases": 4}
 
 
+def test_the_dve_applied_to_a_checkpoint_depends_on_the_seed_only(tmp_path):
+    import torch
+
+    from skinflow.model import tiny
+    from skinflow.train.runner import _load_model
+
+    model, processor = tiny.build(dve=False)
+    model.save_pretrained(tmp_path / "plain")
+    processor.save_pretrained(tmp_path / "plain")
+    config = TrainConfig(stage="sft", model=str(tmp_path / "plain"), data="unused.jsonl", out=str(tmp_path / "o"))
+
+    def dve_weights(global_seed: int, run_seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(global_seed)  # whatever ran before in the process
+        loaded, _ = _load_model(config.replace(seed=run_seed), [], quiet=True)
+        return {name: p.detach().clone() for name, p in loaded.named_parameters() if "KSM_Global" in name}
+
+    first, second, other = dve_weights(1, 0), dve_weights(2, 0), dve_weights(1, 5)
+    assert first and all(torch.equal(first[name], second[name]) for name in first)
+    assert any(not torch.equal(first[name], other[name]) for name in first)
+
+
 def test_bad_rows_fail_before_training(data_file, tmp_path):
     lines = data_file.read_text().splitlines()
     bad = tmp_path / "bad.jsonl"
