@@ -539,11 +539,12 @@ def run_ablation(config: PipelineConfig, out: str | os.PathLike[str], seeds: Seq
     else:
         outcomes = [_seed_run(*task) for task in tasks]
     results = {arm.name: [outcome[0][arm.name] for outcome in outcomes] for arm in chosen}
-    table = {arm.name: _replicates(results[arm.name]) for arm in chosen}
+    warm = [outcome[1] for outcome in outcomes]
+    table = {arm.name: {**_replicates(results[arm.name]), **_paired(results[arm.name], warm)} for arm in chosen}
     ablation = {"config": config.to_json(), "seeds": seeds, "arms": {arm.name: dataclasses.asdict(arm) for arm in chosen},
                 "table": table, "per_seed": results, "paper_top1": PAPER_TOP1,
                 "baselines": {"chance": _chance(config, data), "constant": constant,
-                              "warm": _replicates([outcome[1] for outcome in outcomes])},
+                              "warm": _replicates(warm)},
                 "seconds": round(time.perf_counter() - started, 1)}
     atomic_write(out / "ablation.json", lambda file: json.dump(ablation, file, indent=2, ensure_ascii=False))
     atomic_write(out / "ablation.md", lambda file: file.write(ablation_markdown(ablation)))
@@ -585,6 +586,15 @@ def _replicates(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return table
 
 
+def _paired(results: Sequence[Mapping[str, Any]], warm: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The arm minus the warm start of the same seed, Top-1 and Top-K: the seeds' paired differences, with a
+    95% t-interval (the arms of a seed share its warm start)."""
+    def differences(name: str) -> list[float]:
+        return [result[name]["value"] - start[name]["value"] for result, start in zip(results, warm)]
+
+    return {"top1_vs_warm": mean_ci(differences("top1")), "topk_vs_warm": mean_ci(differences("topk"))}
+
+
 def _focused_share(result: Mapping[str, Any]) -> float | None:
     """The share of answer-to-image attention weights at least twice uniform (w·N ≥ 2)."""
     bins = (result.get("attention") or {}).get("relative_bins")
@@ -601,9 +611,10 @@ def ablation_markdown(ablation: Mapping[str, Any]) -> str:
     """The ablation table as Markdown (mean over seeds [95% t-interval]) beside the paper's Top-1."""
     seeds = ablation["seeds"]
     lines = [f"Seeds {seeds} (replicates); held-out test split of the synthetic set; mean [95% t-interval].", "",
-             "| arm | Top-1 | Top-6 | caption content | skin-type gap (I–II − V–VI, Top-1) | attention ≥ 2× uniform "
-             "| lesion focus | paper Top-1 (Fitzpatrick17k) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| arm | Top-1 | Top-6 | Top-1 − warm start (paired) | Top-6 − warm start (paired) | caption content "
+             "| skin-type gap (I–II − V–VI, Top-1) | attention ≥ 2× uniform | lesion focus "
+             "| paper Top-1 (Fitzpatrick17k) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(entry: Mapping[str, Any]) -> str:
         if entry.get("value") is None:
@@ -613,14 +624,15 @@ def ablation_markdown(ablation: Mapping[str, Any]) -> str:
 
     for name, row in ablation["table"].items():
         paper = ablation["paper_top1"].get(name)
-        lines.append(f"| {ablation['arms'][name]['description']} | {cell(row['top1'])} | {cell(row['topk'])} | "
-                     f"{cell(row['caption'])} | {cell(row['gap'])} | {cell(row['focused_attention'])} | "
-                     f"{cell(row['lesion_focus'])} | {'–' if paper is None else f'{paper:.2f}%'} |")
+        cells = [cell(row[key]) for key in ("top1", "topk", "top1_vs_warm", "topk_vs_warm", "caption", "gap",
+                                            "focused_attention", "lesion_focus")]
+        lines.append(f"| {ablation['arms'][name]['description']} | {' | '.join(cells)} | "
+                     f"{'–' if paper is None else f'{paper:.2f}%'} |")
     base = ablation["baselines"]
     lines += ["", f"Baselines: chance Top-1 {base['chance']['top1']:.3f}, Top-6 {base['chance']['topk']:.3f}; "
-              f"constant answer Top-1 {_estimate(base['constant']['top1'])}, Top-6 {_estimate(base['constant']['topk'])}, "
-              f"caption content "
-              f"{base['constant'].get('caption') or 0:.3f}; warm start (no RL) Top-1 {cell(base['warm']['top1'])}, "
+              f"constant answer Top-1 {_estimate(base['constant']['top1'])}, "
+              f"Top-6 {_estimate(base['constant']['topk'])}, caption content {base['constant'].get('caption') or 0:.3f}; "
+              f"warm start (no RL) Top-1 {cell(base['warm']['top1'])}, "
               f"Top-6 {cell(base['warm']['topk'])}, caption content {cell(base['warm']['caption'])}.", ""]
     return "\n".join(lines)
 

@@ -112,6 +112,22 @@ def test_mean_ci_by_hand():
     result = mean_ci([0.1, 0.2, 0.3])  # mean 0.2, s = 0.1, t(2) = 4.303: half-width 0.2484
     assert result["value"] == pytest.approx(0.2)
     assert result["ci"] == pytest.approx([0.2 - 0.24843, 0.2 + 0.24843], abs=1e-4)
+    clipped = mean_ci([0.1, 0.2, 0.3], bounds=(0.0, 1.0))  # an accuracy's interval stays in [0, 1]
+    assert clipped["value"] == pytest.approx(0.2) and clipped["ci"] == pytest.approx([0.0, 0.2 + 0.24843], abs=1e-4)
+
+
+def test_paired_differences_to_the_warm_start_by_hand():
+    from skinflow.experiments.pipeline import _paired
+
+    def entry(top1, topk):
+        return {"top1": {"value": top1}, "topk": {"value": topk}}
+
+    arms = [entry(0.5, 0.9), entry(0.6, 0.8), entry(0.7, 0.9)]
+    warm = [entry(0.4, 0.9), entry(0.6, 0.9), entry(0.6, 0.7)]
+    paired = _paired(arms, warm)  # differences 0.1, 0.0, 0.1: mean 0.0667, s = 0.0577, t(2) = 4.303
+    assert paired["top1_vs_warm"]["value"] == pytest.approx(0.2 / 3)
+    assert paired["top1_vs_warm"]["ci"] == pytest.approx([0.2 / 3 - 0.14343, 0.2 / 3 + 0.14343], abs=1e-4)
+    assert paired["topk_vs_warm"]["value"] == pytest.approx(0.1 / 3)
 
 
 @pytest.mark.parametrize("settings, message", [
