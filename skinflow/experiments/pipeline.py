@@ -402,18 +402,20 @@ def _arm(out: Path, config: PipelineConfig, arm: Arm, data: Mapping[str, Any], s
                   lambda d: _evaluate(config, data, str(stage2_dir), d, attention), log, _eval_summary)
 
 
+def _baseline_eval(config: PipelineConfig) -> list[int]:
+    return [config.eval_batch_size, config.max_new_tokens, config.bootstrap]
+
+
 def _constant_baseline(out: Path, config: PipelineConfig, data: Mapping[str, Any], log: _Log) -> dict[str, Any]:
     return _stage(out / "baselines" / "constant", "baseline: constant answer",
-                  {"data": data["jsonl"], "k": config.k,
-                   "eval": [config.eval_batch_size, config.max_new_tokens, config.bootstrap]},
+                  {"data": data["jsonl"], "k": config.k, "eval": _baseline_eval(config)},
                   lambda d: _evaluate(config, data, None, d, False), log, _eval_summary)
 
 
 def _warm_baseline(config: PipelineConfig, data: Mapping[str, Any], seed_dir: Path, log: _Log) -> dict[str, Any]:
     return _stage(seed_dir / "warm-eval", f"seed {config.seed} baseline: the warm start (no RL)",
                   {"data": data["jsonl"], "seed": config.seed, "warm": dict(config.warm), "k": config.k,
-                   "vision_steps": config.vision_steps,
-                   "eval": [config.eval_batch_size, config.max_new_tokens, config.bootstrap]},
+                   "vision_steps": config.vision_steps, "eval": _baseline_eval(config)},
                   lambda d: _evaluate(config, data, str(seed_dir / "warm"), d, False), log, _eval_summary)
 
 

@@ -221,11 +221,24 @@ def _model_settings(model) -> dict[str, Any] | None:
     return getattr(model.config.vision_config, "dve", None) or None
 
 
+def _apply_seeded_dve(model, config: TrainConfig) -> None:
+    """The config's DVE on ``model``, its random init drawn from ``config.seed`` alone (not from whatever ran
+    before in the process)."""
+    import torch
+
+    from skinflow.model.dve import apply_dve
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        apply_dve(model, blocks=config.dve_blocks, projections=config.dve_projections,
+                  num_bases=config.dve_num_bases)
+
+
 def _load_model(config: TrainConfig, notes: list[str], quiet: bool):
     """``(model, processor)`` of the start model, the DVE as the config asks."""
     import torch
 
-    from skinflow.model.dve import apply_dve, check_checkpoint, load_pretrained
+    from skinflow.model.dve import check_checkpoint, load_pretrained
     from skinflow.model.processor import load_processor
 
     if config.model is None:
@@ -234,10 +247,7 @@ def _load_model(config: TrainConfig, notes: list[str], quiet: bool):
         _note(notes, "no model given; using the embedded tiny default (random weights)", quiet)
         model, processor = build(seed=config.seed, num_bases=config.dve_num_bases, dve=False)
         if config.dve:
-            with torch.random.fork_rng(devices=[]):  # the DVE's random init depends on the seed only
-                torch.manual_seed(config.seed)
-                apply_dve(model, blocks=config.dve_blocks, projections=config.dve_projections,
-                          num_bases=config.dve_num_bases)
+            _apply_seeded_dve(model, config)
         return model.train(), processor
     checkpoint_config = check_checkpoint(config.model, name="model")
     processor = load_processor(config.model, config=checkpoint_config, name="model")
@@ -247,10 +257,7 @@ def _load_model(config: TrainConfig, notes: list[str], quiet: bool):
                          "--no-dve cannot remove them (start from a checkpoint without the DVE)")
     model = load_pretrained(config.model, name="model", dtype=torch.float32)
     if config.dve and not has_dve:
-        with torch.random.fork_rng(devices=[]):  # the DVE's init depends on the seed, not on what ran before
-            torch.manual_seed(config.seed)
-            apply_dve(model, blocks=config.dve_blocks, projections=config.dve_projections,
-                      num_bases=config.dve_num_bases)
+        _apply_seeded_dve(model, config)
         _note(notes, f"model {config.model!r} has no DVE; applied it ({_model_settings(model)})", quiet)
     return model.train(), processor
 
